@@ -1,0 +1,104 @@
+"""nnU-Net-style 3D U-Net split into an `Encoder` and a `Decoder` with plain interfaces.
+
+`Encoder(x) -> list[Tensor]` returns the features of every level, shallow to deep (the last is
+the bottleneck). `Decoder(features) -> logits`, plus the deep-supervision outputs (full
+resolution first, then coarser) in training mode. Instance norm (affine), leaky ReLU 0.01 and
+strided convolutions follow nnU-Net; the blocks are MONAI's. Every network family in this
+subpackage is a composition of these two parts, so strategies can load, freeze or replace
+them by name (`encoder.*`, `decoder.stages.*`, `decoder.heads.*`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution, UnetOutBlock, UnetUpBlock
+from torch import nn
+
+NORM = ("instance", {"affine": True})
+ACT = ("leakyrelu", {"negative_slope": 0.01, "inplace": True})
+
+
+def conv_unit(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> Convolution:
+    """Convolution -> instance norm -> leaky ReLU, as in every nnU-Net stage."""
+    return Convolution(3, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
+                       act=ACT, norm=NORM, adn_ordering="NDA")
+
+
+class Encoder(nn.Module):
+    """Levels of `convs_per_level` conv units; the first unit of a level carries its stride.
+
+    `last_level_convs` keeps fewer units in the deepest level: the fine-grained cutoff of
+    truncated transfer learning (seed 003) that cuts inside a block rather than between them.
+    """
+
+    def __init__(self, in_channels: int, features: Sequence[int], strides: Sequence[int], kernel_size: int = 3,
+                 convs_per_level: int = 2, last_level_convs: int | None = None) -> None:
+        super().__init__()
+        self.features = tuple(int(f) for f in features)
+        self.strides = tuple(int(s) for s in strides)
+        self.levels = nn.ModuleList()
+        previous = in_channels
+        for i, (width, stride) in enumerate(zip(self.features, self.strides, strict=True)):
+            count = last_level_convs if (last_level_convs and i == len(self.features) - 1) else convs_per_level
+            units = [conv_unit(previous, width, kernel_size, stride)]
+            units += [conv_unit(width, width, kernel_size, 1) for _ in range(count - 1)]
+            self.levels.append(nn.Sequential(*units))
+            previous = width
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for level in self.levels:
+            x = level(x)
+            features.append(x)
+        return features
+
+
+class Decoder(nn.Module):
+    """Up-sampling stages (deepest first) and 1x1x1 output heads (`heads[j]` at level j).
+
+    In training mode with `deep_supervision` = d it returns [full-resolution logits, level 1,
+    ..., level d]; in eval mode (and when d = 0) only the full-resolution logits, so an export
+    traces plain logits.
+    """
+
+    def __init__(self, features: Sequence[int], strides: Sequence[int], out_channels: int, kernel_size: int = 3,
+                 deep_supervision: int = 0) -> None:
+        super().__init__()
+        features = tuple(int(f) for f in features)
+        if not 0 <= deep_supervision <= max(0, len(features) - 2):
+            raise ValueError(f"deep_supervision={deep_supervision}: at most {len(features) - 2} "
+                             f"for {len(features)} levels")
+        self.deep_supervision = deep_supervision
+        self.stages = nn.ModuleList(
+            UnetUpBlock(3, features[i + 1], features[i], kernel_size=kernel_size, stride=1,
+                        upsample_kernel_size=int(strides[i + 1]), norm_name=NORM, act_name=ACT)
+            for i in reversed(range(len(features) - 1))
+        )
+        self.heads = nn.ModuleList(UnetOutBlock(3, features[j], out_channels) for j in range(deep_supervision + 1))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        x = features[-1]
+        decoded = []
+        for stage, skip in zip(self.stages, reversed(features[:-1]), strict=True):
+            x = stage(x, skip)
+            decoded.append(x)
+        decoded.reverse()  # decoded[j] is at level j: full resolution first
+        logits = self.heads[0](decoded[0])
+        if not self.training or self.deep_supervision == 0:
+            return logits
+        return [logits] + [self.heads[j](decoded[j]) for j in range(1, self.deep_supervision + 1)]
+
+
+class UNet(nn.Module):
+    """Encoder + decoder: the nnU-Net-style U-Net, and (fewer levels) the truncated U-Net."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, truncated_at: int | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.truncated_at = truncated_at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.decoder(self.encoder(x))
