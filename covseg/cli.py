@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -90,5 +91,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (Slicer's Cancel, a batch scheduler) unwinds like Ctrl-C, so atomic writers clean up.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     sys.exit(run())

@@ -17,3 +17,5 @@ if [ ! -x .venv-slicer/bin/python ]; then
 fi
 .venv-slicer/bin/python -m pip install -q --upgrade pip
 .venv-slicer/bin/python -m pip install -q slicer-core==5.12.4.0 nibabel==5.4.2 PySide6-Essentials==6.12.0 pytest
+# covseg itself, without dependencies: the Slicer library needs only its label table (stdlib only).
+.venv-slicer/bin/python -m pip install -q --no-deps -e .
