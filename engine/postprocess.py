@@ -1,0 +1,308 @@
+"""From model class indices to one covseg label map (DESIGN.md section 2, stage 4).
+
+Pure numpy/scipy functions. Conventions stated once here:
+- Model classes are mapped to covseg labels by *name* (covseg/labels.py); a model may give left and
+  right lungs, or one lung class (alias "lung"), and any infection class (ground glass, consolidation,
+  or the alias "infection"): infection is re-split into ground glass / consolidation by HU here.
+- Left and right are decided by the patient side in LPS, never by array position: the lung part whose
+  centroid has the larger LPS x is the left lung. The model's own left/right classes are only a hint for
+  splitting lungs that touch.
+- Components: lungs and liver use face (6-) connectivity so that thin bridges do not merge organs.
+- Precedence in the combined map: infection over lung; liver only outside the lungs (and infection).
+- "Axial" hole filling runs in the index planes normal to the index axis closest to LPS z, so it is
+  correct for permuted or flipped inputs as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from covseg.engine.geometry import Geometry
+from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU, INFECTION_LABELS, LUNG_LABELS, Label
+
+LUNG_ALIASES = ("lung", "lungs")
+INFECTION_ALIASES = ("infection", "lesion", "covid_infection")
+FACE = ndimage.generate_binary_structure(3, 1)
+FULL = ndimage.generate_binary_structure(3, 3)
+VALLEY_DEPTH = 0.5  # a mid-sagittal gap has at most this fraction of the smaller lung's peak count
+
+
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """Tunable postprocessing constants (defaults documented in docs and the report)."""
+
+    consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU
+    # Infection is kept inside the lungs dilated by this margin (pleural consolidation at the rim).
+    lung_margin_mm: float = 5.0
+    # A second lung component is a lung only when at least this fraction of the largest one.
+    second_lung_min_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class StructureMasks:
+    """Boolean masks on the input grid, one per structure group; None when no model predicts it."""
+
+    lung: np.ndarray | None = None  # all lung voxels (left, right, or undivided)
+    lung_left_hint: np.ndarray | None = None  # the model's own left/right classes, if any
+    lung_right_hint: np.ndarray | None = None
+    infection: np.ndarray | None = None
+    liver: np.ndarray | None = None
+
+
+def _group_of(name: str) -> str | None:
+    if name in (Label.LUNG_LEFT.name.lower(),):
+        return "lung_left"
+    if name in (Label.LUNG_RIGHT.name.lower(),):
+        return "lung_right"
+    if name in LUNG_ALIASES:
+        return "lung"
+    if name in INFECTION_ALIASES or name in {lab.name.lower() for lab in INFECTION_LABELS}:
+        return "infection"
+    if name == Label.LIVER.name.lower():
+        return "liver"
+    return None
+
+
+def groups_of(classes: Mapping[int, str]) -> set[str]:
+    """Which structure groups ("lung", "infection", "liver") a model with these classes predicts."""
+    groups = {_group_of(name) for name in classes.values()}
+    out = {"lung" if g in ("lung_left", "lung_right") else g for g in groups if g}
+    return out
+
+
+def masks_from_classes(indices: np.ndarray, classes: Mapping[int, str]) -> dict[str, np.ndarray]:
+    """Per-group boolean masks ("lung_left", "lung_right", "lung", "infection", "liver") of one model."""
+    masks: dict[str, np.ndarray] = {}
+    for index, name in classes.items():
+        group = _group_of(name)
+        if group is None:
+            continue
+        hit = indices == index
+        masks[group] = masks[group] | hit if group in masks else hit
+    if "lung_left" in masks or "lung_right" in masks or "lung" in masks:
+        parts = [masks[g] for g in ("lung_left", "lung_right", "lung") if g in masks]
+        masks["lung"] = np.logical_or.reduce(parts)
+    return masks
+
+
+def combine_model_masks(per_model: list[dict[str, np.ndarray]]) -> StructureMasks:
+    """Merge the masks of several models (union per group) into one `StructureMasks`."""
+    merged: dict[str, np.ndarray] = {}
+    for masks in per_model:
+        for group, mask in masks.items():
+            merged[group] = merged[group] | mask if group in merged else mask
+    return StructureMasks(lung=merged.get("lung"), lung_left_hint=merged.get("lung_left"),
+                          lung_right_hint=merged.get("lung_right"), infection=merged.get("infection"),
+                          liver=merged.get("liver"))
+
+
+# --- geometry helpers ---------------------------------------------------------------------
+def axial_axis(geometry: Geometry) -> int:
+    """The numpy (z, y, x) axis whose index direction is closest to LPS z (superior)."""
+    column = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # direction column of x, y or z
+    return 2 - column
+
+
+def lps_x_of_points(geometry: Geometry, points_zyx: np.ndarray) -> np.ndarray:
+    """LPS x (patient left is larger) of (..., 3) continuous (z, y, x) indices."""
+    points = np.asarray(points_zyx, dtype=float)[..., ::-1]
+    return np.asarray(geometry.index_to_lps(points)[..., 0])
+
+
+def _lps_x_plane(geometry: Geometry, shape: tuple[int, ...], z: int, offset: tuple[int, int, int]) -> np.ndarray:
+    """LPS x of every voxel of one z-plane of a crop starting at `offset` (z, y, x)."""
+    row = geometry.direction_matrix[0] * np.asarray(geometry.spacing)  # d(x_lps)/d(index x, y, z)
+    ys = np.arange(offset[1], offset[1] + shape[1])[:, None]
+    xs = np.arange(offset[2], offset[2] + shape[2])[None, :]
+    return np.asarray(geometry.origin[0] + row[0] * xs + row[1] * ys + row[2] * (offset[0] + z))
+
+
+def bounding_box(mask: np.ndarray, margin: tuple[int, int, int] = (0, 0, 0)) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of a mask grown by `margin` voxels per axis; None when empty."""
+    found = ndimage.find_objects(mask.astype(np.uint8, copy=False))
+    if not found or found[0] is None:
+        return None
+    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
+                 for s, m, n in zip(found[0], margin, mask.shape, strict=True))
+
+
+# --- components and holes -----------------------------------------------------------------
+def largest_components(mask: np.ndarray, count: int = 1, *, min_fraction: float = 0.0,
+                       structure: np.ndarray = FACE) -> list[np.ndarray]:
+    """The `count` largest connected components (largest first) at least `min_fraction` of the largest."""
+    labelled, n = ndimage.label(mask, structure=structure)
+    if n == 0:
+        return []
+    sizes = np.bincount(labelled.ravel())[1:]
+    order = np.argsort(sizes)[::-1][:count]
+    keep = [i for i in order if sizes[i] >= min_fraction * sizes[order[0]]]
+    return [labelled == (i + 1) for i in keep]
+
+
+def _fill(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Fill background components that do not reach the (padded) border under `structure`.
+
+    Hand-written rather than ndimage.binary_fill_holes because labelling the background once is far
+    faster than its iterative propagation, and it fills every slice at once with a 2-D structure.
+    """
+    padded = np.pad(~mask, 1, constant_values=True)
+    labelled, _ = ndimage.label(padded, structure=structure)
+    border = np.zeros_like(padded)
+    border[1:-1, 1:-1, 1:-1] = True
+    outside = np.unique(labelled[~border])
+    holes = ~np.isin(labelled, outside)
+    return mask | holes[1:-1, 1:-1, 1:-1]
+
+
+def fill_holes(mask: np.ndarray, axial: int) -> np.ndarray:
+    """Holes filled in 2-D per axial plane (vessels, airways) and then in 3-D."""
+    box = bounding_box(mask)
+    if box is None:
+        return mask.copy()
+    crop = mask[box]
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    index: list[slice | int] = [slice(None)] * 3
+    index[axial] = 1
+    plane[tuple(index)] = ndimage.generate_binary_structure(2, 1)
+    crop = _fill(_fill(crop, plane), FACE)
+    out = mask.copy()
+    out[box] = crop
+    return out
+
+
+def dilate_mm(mask: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndarray:
+    """Mask dilated by an ellipsoid of `radius_mm` in physical units (computed on its bounding box)."""
+    spacing_zyx = np.asarray(geometry.spacing[::-1], dtype=float)
+    radii = np.floor(radius_mm / spacing_zyx).astype(int)
+    if radius_mm <= 0 or not radii.any():
+        return mask.copy()
+    box = bounding_box(mask, tuple(int(r) + 1 for r in radii))  # type: ignore[arg-type]
+    if box is None:
+        return mask.copy()
+    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
+    ball = sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True)) <= radius_mm**2
+    out = np.zeros_like(mask)
+    out[box] = ndimage.binary_dilation(mask[box], structure=ball)
+    return out
+
+
+# --- lungs ----------------------------------------------------------------------------------
+def _side_by_hints(region: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """True where the nearest hinted voxel in `region` is a left-hint voxel (bounding-box EDT)."""
+    box = bounding_box(region)
+    assert box is not None
+    hinted = (left | right)[box] & region[box]
+    _, nearest = ndimage.distance_transform_edt(~hinted, return_indices=True)
+    is_left = left[box][tuple(nearest)]
+    out = np.zeros_like(region)
+    out[box] = is_left & region[box]
+    return out
+
+
+def _side_by_gap(region: np.ndarray, geometry: Geometry) -> np.ndarray | None:
+    """Left part of one lung blob split at the LPS x plane with the fewest voxels (mid-sagittal gap).
+
+    None when the profile has no clear valley (a single lung, not two touching ones).
+    """
+    box = bounding_box(region)
+    assert box is not None
+    crop = region[box]
+    offset = (box[0].start, box[1].start, box[2].start)
+    xs = np.concatenate([_lps_x_plane(geometry, crop.shape, z, offset)[crop[z]] for z in range(crop.shape[0])])
+    low, high = float(xs.min()), float(xs.max())
+    bins = max(int((high - low) / min(geometry.spacing)) + 1, 3)
+    counts, edges = np.histogram(xs, bins=bins, range=(low, high))
+    third = bins // 3
+    middle = counts[third:bins - third] if bins - 2 * third > 0 else counts
+    k = third + int(np.argmin(middle)) if bins - 2 * third > 0 else int(np.argmin(counts))
+    if k == 0 or k >= bins - 1 or counts[k] > VALLEY_DEPTH * min(counts[:k].max(), counts[k + 1:].max()):
+        return None
+    split = 0.5 * (edges[k] + edges[k + 1])
+    out = np.zeros_like(region)
+    for z in range(crop.shape[0]):
+        out[box][z] = crop[z] & (_lps_x_plane(geometry, crop.shape, z, offset) > split)
+    return out
+
+
+def _centroid_lps_x(mask: np.ndarray, geometry: Geometry) -> float:
+    return float(lps_x_of_points(geometry, np.asarray(ndimage.center_of_mass(mask))))
+
+
+def split_lungs(region: np.ndarray, geometry: Geometry, *, left_hint: np.ndarray | None = None,
+                right_hint: np.ndarray | None = None,
+                options: PostprocessOptions = PostprocessOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) lungs of a lung region: two components by LPS side, else one blob split in two."""
+    parts = largest_components(region, 2, min_fraction=options.second_lung_min_fraction)
+    empty = np.zeros_like(region)
+    if not parts:
+        return empty, empty.copy()
+    if len(parts) == 2:
+        a, b = parts
+    else:
+        blob = parts[0]
+        hints_usable = (left_hint is not None and right_hint is not None
+                        and (left_hint & blob).any() and (right_hint & blob).any())
+        found: np.ndarray | None
+        if hints_usable:
+            assert left_hint is not None and right_hint is not None
+            found = _side_by_hints(blob, left_hint, right_hint)
+        else:
+            found = _side_by_gap(blob, geometry)
+        if found is None or not found.any() or not (blob & ~found).any():
+            # One lung only: its side is where it lies relative to the centre of the image.
+            centre = lps_x_of_points(geometry, (np.asarray(geometry.shape_zyx, dtype=float) - 1) / 2)
+            return (blob, empty) if _centroid_lps_x(blob, geometry) > float(centre) else (empty, blob)
+        a, b = found, blob & ~found
+    if _centroid_lps_x(a, geometry) < _centroid_lps_x(b, geometry):
+        a, b = b, a
+    return a, b
+
+
+# --- the whole stage ---------------------------------------------------------------------------
+def split_infection_by_hu(infection: np.ndarray, hu: np.ndarray, threshold_hu: float) -> np.ndarray:
+    """Label values of infection voxels: consolidation at or above the threshold, ground glass below."""
+    out = np.zeros(infection.shape, dtype=np.uint8)
+    dense = hu >= threshold_hu
+    out[infection & dense] = int(Label.INFECTION_CONSOLIDATION)
+    out[infection & ~dense] = int(Label.INFECTION_GROUND_GLASS)
+    return out
+
+
+def postprocess(masks: StructureMasks, hu: np.ndarray, geometry: Geometry,
+                options: PostprocessOptions = PostprocessOptions()) -> np.ndarray:
+    """One uint8 covseg label map on the input grid from the structure masks of all models."""
+    shape = geometry.shape_zyx
+    labels = np.zeros(shape, dtype=np.uint8)
+    axial = axial_axis(geometry)
+    lungs = np.zeros(shape, dtype=bool)
+    infection = np.zeros(shape, dtype=bool)
+    if masks.lung is not None and masks.lung.any():
+        region = masks.lung.copy()
+        if masks.infection is not None:
+            # Dense consolidation is often missed by lung models: infection next to the lungs joins them.
+            envelope = dilate_mm(fill_holes(region, axial), geometry, options.lung_margin_mm)
+            infection = masks.infection & envelope
+            region |= infection
+        left, right = split_lungs(region, geometry, left_hint=masks.lung_left_hint,
+                                  right_hint=masks.lung_right_hint, options=options)
+        left = fill_holes(left, axial)
+        right = fill_holes(right, axial) & ~left
+        lungs = left | right
+        labels[left] = int(LUNG_LABELS[0])
+        labels[right] = int(LUNG_LABELS[1])
+        infection &= lungs
+    elif masks.lung is None and masks.infection is not None:
+        infection = masks.infection  # no lung model: nothing to confine the infection to
+    if infection.any():
+        split = split_infection_by_hu(infection, hu, options.consolidation_threshold_hu)
+        labels[infection] = split[infection]
+    if masks.liver is not None and masks.liver.any():
+        liver = largest_components(masks.liver & ~lungs, 1)
+        if liver:
+            liver_mask = fill_holes(liver[0], axial) & ~lungs
+            labels[liver_mask] = int(Label.LIVER)
+    return labels
