@@ -236,10 +236,10 @@ def _msd_pairs(root: Path, spec: Mapping[str, object]) -> dict[str, tuple[Path, 
         raise InputError(f"{root}: dataset.json lists no training cases and imagesTr/labelsTr are missing")
     found = _images(images)
     for cid, label in _images(labels).items():
-        image = found.get(f"{cid}_0000", found.get(cid))
-        if image is None:
+        match = found.get(f"{cid}_0000", found.get(cid))
+        if match is None:
             raise InputError(f"{labels / label.name}: no image {cid}_0000 in {images}")
-        pairs[cid] = (image, label)
+        pairs[cid] = (match, label)
     return pairs
 
 
