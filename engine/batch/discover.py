@@ -1,7 +1,9 @@
 """Turn batch inputs (folders, CSV lists, globs) into studies with stable keys.
 
-Each DICOM series is one study; so is each NIfTI/NRRD/MHA file. DICOM grouping is the reader's
-(`covseg.engine.reading.list_series`); `_fallback_series` stands in only while that is missing.
+Each DICOM series is one study; so is each NIfTI/NRRD/MHA file and each series in a zip. DICOM
+grouping is the reader's (`covseg.engine.dicom_scan.scan(...).by_series()`, the same grouping
+`covseg.engine.reading.list_series` and `read_study` use); `list_series` alone is not enough
+here because it returns no file list (needed for the input fingerprint) and no patient or date.
 Series that are not CT (SEG, SR, PET...) become `skipped` studies, so the table says why they
 were left out instead of failing the batch.
 """
@@ -30,7 +32,7 @@ class Study:
 
     key: str
     path: str  # the file, or the folder holding the series (with series_uid to select it)
-    kind: str  # dicom | file
+    kind: str  # dicom | file | zip (a zip of DICOM: path + series_uid)
     series_uid: str | None = None
     study_uid: str | None = None
     patient_id: str | None = None
@@ -41,7 +43,7 @@ class Study:
 
     @property
     def file_name(self) -> str | None:
-        return Path(self.path).name if self.kind == "file" else None
+        return Path(self.path).name if self.kind in ("file", "zip") else None
 
 
 def normalize_date(value: str | None, where: str) -> str | None:
@@ -72,73 +74,46 @@ def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def _series_from_reader(root: Path) -> list[dict[str, Any]] | None:
-    """Series under root from the engine reader, or None while the reader has no `list_series`."""
-    try:
-        from covseg.engine import reading
-    except ImportError:
-        return None
-    lister = getattr(reading, "list_series", None)
-    if lister is None:
-        return None
-    return [_series_record(item) for item in lister(root)]
+def _skip_reason(modality: str | None, files: list[Any]) -> str | None:
+    if modality and modality.upper() != "CT":
+        return f"modality {modality} is not CT"
+    if all(f.is_localizer for f in files):
+        return "localizer images only"
+    return None
 
 
-def _series_record(item: Any) -> dict[str, Any]:
-    """A reader series summary (object or mapping) as the fields discovery needs."""
-    def get(*names: str) -> Any:
-        for name in names:
-            value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-            if value not in (None, ""):
-                return value
-        return None
+def _dicom_studies(root: Path, exclude: Path | None) -> Iterator[Study]:
+    """One study per series, grouped by the reader's own header scan (`dicom_scan.scan`)."""
+    from covseg.engine.dicom_scan import scan
 
-    files = tuple(str(f) for f in (get("files", "paths") or ()))
-    first = get("first_file", "path")
-    return {"uid": str(get("series_instance_uid", "series_uid", "uid")),
-            "study_uid": get("study_instance_uid", "study_uid"), "patient_id": get("patient_id"),
-            "study_date": get("study_date"), "modality": get("modality"),
-            "files": files or ((str(first),) if first else ())}
-
-
-def _fallback_series(files: Iterable[Path]) -> list[dict[str, Any]]:
-    """Group readable DICOM files by SeriesInstanceUID from headers only (until list_series lands)."""
-    from pydicom import dcmread
-
-    tags = ["SeriesInstanceUID", "StudyInstanceUID", "PatientID", "StudyDate", "Modality"]
-    groups: dict[str, dict[str, Any]] = {}
-    for path in files:
-        try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)
-        except Exception:  # not DICOM (README, .raw data of an .mhd, ...): not a study file
+    found = scan(root) if root.is_dir() else scan(root.parent, recursive=False)
+    for uid, files in sorted(found.by_series().items()):
+        if root.is_file() and all(f.path != root for f in files):
+            continue  # a single file names its own series only
+        if exclude is not None:
+            files = [f for f in files if not f.path.resolve().is_relative_to(exclude)]
+        if not files or not uid:
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
-        if not uid:
-            continue
-        group = groups.setdefault(uid, {
-            "uid": uid, "study_uid": str(ds.get("StudyInstanceUID", "") or "") or None,
-            "patient_id": str(ds.get("PatientID", "") or "") or None,
-            "study_date": str(ds.get("StudyDate", "") or "") or None,
-            "modality": str(ds.get("Modality", "") or "") or None, "files": []})
-        group["files"].append(str(path))
-    return list(groups.values())
+        paths = tuple(sorted(str(f.path) for f in files))
+        folder = Path(os.path.commonpath(paths))
+        folder = folder.parent if folder.is_file() else folder
+        first = files[0].dataset
+        modality = str(first.get("Modality", "") or "") or None
+        yield Study(key="", path=str(folder), kind="dicom", series_uid=uid,
+                    study_uid=str(first.get("StudyInstanceUID", "") or "") or None,
+                    patient_id=str(first.get("PatientID", "") or "") or None,
+                    study_date=normalize_date(str(first.get("StudyDate", "") or ""), f"series {uid}"),
+                    modality=modality, files=paths, skip_reason=_skip_reason(modality, files))
 
 
-def _dicom_studies(root: Path, others: list[Path]) -> Iterator[Study]:
-    series = _series_from_reader(root)
-    if series is None:
-        series = _fallback_series(others)
-    for item in series:
-        files = tuple(sorted(item["files"]))
-        folder = os.path.commonpath(files) if files else str(root)
-        if Path(folder).is_file():
-            folder = str(Path(folder).parent)
-        modality = item.get("modality")
-        skip = f"modality {modality} is not CT" if modality and str(modality).upper() != "CT" else None
-        yield Study(key="", path=folder, kind="dicom", series_uid=item["uid"], study_uid=item.get("study_uid"),
-                    patient_id=item.get("patient_id"),
-                    study_date=normalize_date(item.get("study_date"), f"series {item['uid']}"),
-                    modality=modality, files=files, skip_reason=skip)
+def _zip_studies(path: Path) -> Iterator[Study]:
+    """Series inside a zip, listed by the reader; the study is the zip plus the series UID."""
+    from covseg.engine.reading import list_series
+
+    for summary in list_series(path):
+        skip = f"modality {summary.modality} is not CT" if summary.modality and summary.modality != "CT" else None
+        yield Study(key="", path=str(path), kind="zip", series_uid=summary.uid or None, modality=summary.modality,
+                    files=(str(path),), skip_reason=skip)
 
 
 def _studies_under(path: Path, exclude: Path | None) -> Iterator[Study]:
@@ -146,13 +121,17 @@ def _studies_under(path: Path, exclude: Path | None) -> Iterator[Study]:
         images, others = _walk(path, exclude)
         for image in images:
             yield Study(key="", path=str(image), kind="file", files=(str(image),))
-        if others:
-            yield from _dicom_studies(path, others)
+        for archive in (p for p in others if p.suffix.lower() == ".zip"):
+            yield from _zip_studies(archive)
+        if any(p.suffix.lower() != ".zip" for p in others):
+            yield from _dicom_studies(path, exclude)
     elif _is_image_file(path) or not path.exists():
         # A missing path (from a CSV) stays a study: it fails with the reader's message, and the batch goes on.
         yield Study(key="", path=str(path), kind="file", files=(str(path),))
+    elif path.suffix.lower() == ".zip":
+        yield from _zip_studies(path)
     else:
-        yield from _dicom_studies(path.parent, [path])
+        yield from _dicom_studies(path, exclude)
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[Path, str | None, str | None]]:

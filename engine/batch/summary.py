@@ -86,7 +86,7 @@ def study_row(study: Study, folder: Path, *, keep_identifiers: bool = False, ano
     """The row of one study from its records: ok (done.json + report), failed, or skipped."""
     row: Row = {"key": study.key, "input_path": study.path, "series_instance_uid": study.series_uid,
                 "study_instance_uid": study.study_uid, "file_name": study.file_name, "study_date": study.study_date,
-                "input_format": "dicom" if study.kind == "dicom" else None}
+                "input_format": study.kind if study.kind != "file" else None}
     report = load_report(folder) if (folder / DONE).is_file() else None
     row["patient_id"] = _patient(study, report, keep_identifiers, anonymize)
     if study.skip_reason:
