@@ -18,7 +18,7 @@ def test_dask_local_cluster_gives_the_same_table(tmp_path: Path, monkeypatch: py
     for name, value in fake_env(tmp_path / "calls").items():
         monkeypatch.setenv(name, value)
     make_studies(tmp_path / "in", 6, broken=(4,))
-    local = run_batch([str(tmp_path / "in")], BatchOptions(out=tmp_path / "local", task=TASK, plot=False))
+    run_batch([str(tmp_path / "in")], BatchOptions(out=tmp_path / "local", task=TASK, plot=False))
     dask = run_batch([str(tmp_path / "in")], BatchOptions(out=tmp_path / "dask", task=TASK, backend="dask",
                                                           workers=2, dask_processes=False, plot=False))
     assert (dask.count("ok"), dask.count("failed")) == (5, 1)
