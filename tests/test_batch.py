@@ -223,3 +223,20 @@ def test_two_process_workers_give_the_same_table(tmp_path: Path, calls: Path) ->
                  "--threads-per-worker", "1") == 8
     assert (tmp_path / "two" / "summary.csv").read_text() == (tmp_path / "one" / "summary.csv").read_text()
     assert set(calls_per_key(calls).values()) == {2}
+
+
+def test_model_identity_keys_resume_and_bad_packages_stop_early(tmp_path: Path, calls: Path) -> None:
+    from model_factory import make_package
+
+    lung = make_package(tmp_path / "models", "lung")
+    other = make_package(tmp_path / "models2", "lung", seed=1, version="0.0.2")
+    make_studies(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--model", str(lung)) == 0
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--model", str(lung), "--resume") == 0
+    assert sum(calls_per_key(calls).values()) == 3  # same package: nothing recomputed
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--model", str(other), "--resume") == 0
+    assert set(calls_per_key(calls).values()) == {2}  # another package: every study again
+    (tmp_path / "broken").mkdir()
+    assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--model", str(tmp_path / "broken")) == 4
+    assert sum(calls_per_key(calls).values()) == 6  # refused before any study ran

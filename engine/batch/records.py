@@ -61,35 +61,31 @@ def input_fingerprint(study: Study) -> str:
     return canonical_hash({"kind": study.kind, "series": study.series_uid, "files": entries})
 
 
-def _package_identity(path: str) -> dict[str, Any]:
-    """Name, version and ONNX sha256 of a model package folder (from model.json, cheap)."""
-    folder = Path(path)
-    meta_path = folder / "model.json" if folder.is_dir() else folder.with_name("model.json")
+def models_identity(models: str | list[str] | tuple[str, ...] | None, model_paths: tuple[str, ...] | list[str]) -> Any:
+    """Name, version and verified sha256 of every model a run would use, from the engine registry.
+
+    Explicitly requested models that cannot be resolved stop the batch before any study runs (the
+    same ModelPackageError every study would hit). With no request and no shipped package, the
+    identity says so and the task decides (an injected task may need no package).
+    """
+    from covseg.engine.registry import resolve_models
+    from covseg.errors import ModelPackageError
+
+    spec = ",".join(models) if isinstance(models, list | tuple) else models
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        return {"name": meta.get("name"), "version": meta.get("version"), "sha256": meta["onnx"]["sha256"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        # Unreadable packages fail in the task with the package loader's message; this only keys resume.
-        return {"path": str(folder.resolve())}
-
-
-def _named_identity(name: str) -> dict[str, Any]:
-    """A registry model by name: its sha256 when the registry can tell, else the name alone."""
-    try:
-        from covseg.engine import registry
-
-        package = registry.find(name)
-        return {"name": package.name, "version": package.version, "sha256": package.sha256}
-    except Exception:  # registry absent or name unknown: the task reports that; key by the name
-        return {"name": name}
+        packages = resolve_models(spec or None, list(model_paths))
+    except ModelPackageError as error:
+        if spec or model_paths:
+            raise
+        return {"unresolved": str(error)}
+    return [{"name": p.name, "version": p.version, "sha256": p.sha256} for p in packages]
 
 
 def settings_fingerprint(options: dict[str, Any]) -> dict[str, Any]:
     """The result-relevant settings, with each model resolved to its identity."""
     from covseg import __version__
 
-    models = [_named_identity(n) for n in options.get("models") or ()]
-    models += [_package_identity(p) for p in options.get("model_paths") or ()]
+    models = models_identity(options.get("models"), tuple(options.get("model_paths") or ()))
     relevant = {k: options.get(k) for k in ("overlap", "tta", "label_format", "anonymize", "keep_identifiers")}
     return {"covseg_version": __version__, "models": models, **relevant}
 

@@ -154,12 +154,13 @@ def _refuse_existing(folder: Path, studies: list[Study]) -> None:
                           f"(e.g. {found[0]}); use --resume to continue or --overwrite to recompute")
 
 
-def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int) -> tuple[list[StudyJob], int]:
+def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int,
+         settings: dict[str, Any]) -> tuple[list[StudyJob], int]:
     """Jobs for the studies to compute, and how many finished ones resume skips."""
     folder = options.out / "studies"
     if not (options.resume or options.overwrite):
         _refuse_existing(folder, studies)
-    settings_fp = records.canonical_hash(records.settings_fingerprint(options.infer_options))
+    settings_fp = records.canonical_hash(settings)
     jobs, reused = [], 0
     for study in studies:
         if study.skip_reason:
@@ -211,11 +212,12 @@ def run_batch(inputs: Iterable[str], options: BatchOptions,
     studies = select(discover(inputs, exclude=out), options.shard)
     notes: list[str] = []
     threads = threads_for(options.workers, options.threads_per_worker, notes)
-    jobs, reused = plan(studies, options, resolve_task(options.task), threads)
+    settings = records.settings_fingerprint(options.infer_options)
+    jobs, reused = plan(studies, options, resolve_task(options.task), threads, settings)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "batch.json", {"schema": "covseg.batch/1", "shard": options.shard,
                                            "studies": len(studies), "backend": options.backend,
-                                           "settings": records.settings_fingerprint(options.infer_options)})
+                                           "settings": settings})
     state = {"done": 0, "ok": 0, "failed": 0, "rebuilt": time.monotonic()}
 
     def on_outcome(outcome: Outcome) -> None:
