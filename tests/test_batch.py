@@ -240,3 +240,31 @@ def test_model_identity_keys_resume_and_bad_packages_stop_early(tmp_path: Path, 
     (tmp_path / "broken").mkdir()
     assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--model", str(tmp_path / "broken")) == 4
     assert sum(calls_per_key(calls).values()) == 6  # refused before any study ran
+
+
+@pytest.mark.slow
+def test_process_group_killed_at_a_random_moment_resumes_exactly(tmp_path: Path, calls: Path) -> None:
+    import time
+
+    make_studies(tmp_path / "in", 8, broken=(6,))
+    assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "reference")) == 8
+    for marker in calls.iterdir():
+        marker.unlink()
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "COVSEG_FAKE_DELAY_S": "0.3"}
+    process = subprocess.Popen([sys.executable, "-m", "covseg", "batch", str(tmp_path / "in"), "--out", str(out),
+                                "--task", TASK, "--workers", "2", "--threads-per-worker", "1"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while len(list(out.glob("studies/*/done.json"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the batch and its workers, as a job scheduler does
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    finished = {p.parent.name for p in out.glob("studies/*/done.json")}
+    assert 3 <= len(finished) < 7
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--resume") == 8
+    counts = calls_per_key(calls)
+    assert all(counts[key] == 1 for key in finished), counts  # nothing finished was computed again
+    assert len(counts) == 8
+    assert (out / "summary.csv").read_text() == (tmp_path / "reference" / "summary.csv").read_text()
