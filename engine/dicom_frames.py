@@ -153,11 +153,12 @@ def series_frames(files: list[DicomFile]) -> tuple[list[Frame], list[str]]:
     truncated: list[str] = []
     for file in files:
         check_pixel_kind(file)
+        own = _enhanced_frames(file) if file.n_frames > 1 else [_classic_frame(file)]
         problem = _truncated(file)
         if problem:
             truncated.append(problem)
             continue
-        frames.extend(_enhanced_frames(file) if file.n_frames > 1 else [_classic_frame(file)])
+        frames.extend(own)
     if truncated and not frames:
         raise InputError(truncated[0])
     warnings.extend(f"skipped {problem}" for problem in truncated)

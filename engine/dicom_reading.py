@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import Dataset, dcmread
-from pydicom.pixels import get_decoder
+from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import UID
 
 from covseg.engine.dicom_frames import UNCOMPRESSED_SYNTAXES, series_frames, tag
@@ -24,6 +24,7 @@ from covseg.engine.volume import StudyInfo, Volume
 from covseg.errors import InputError
 
 AIR_HU = -1024.0  # what pixel padding (outside the reconstruction circle) becomes
+JPEGLS_SYNTAXES = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
 MISSING_RESCALE_AIR_HU = -500.0  # without rescale tags, stored values must reach this to pass as HU
 
 
@@ -51,23 +52,35 @@ def check_decoders(files: list[DicomFile]) -> None:
         if syntax in seen or syntax in UNCOMPRESSED_SYNTAXES:
             continue
         seen.add(syntax)
-        name = UID(syntax).name if UID(syntax).is_valid else syntax
+        name = UID(syntax).name
+        name = f" ({name})" if name != syntax else " (unknown)"
         try:
             decoder = get_decoder(syntax)
         except NotImplementedError as error:
-            raise InputError(f"{file.name}: transfer syntax {syntax} ({name}) has no pixel data decoder") from error
+            raise InputError(f"{file.name}: transfer syntax {syntax}{name} has no pixel data decoder") from error
         if not decoder.is_available:
             raise InputError(
-                f"{file.name}: transfer syntax {syntax} ({name}) needs a decoder plugin that is not installed "
+                f"{file.name}: transfer syntax {syntax}{name} needs a decoder plugin that is not installed "
                 "(pylibjpeg with pylibjpeg-openjpeg / pylibjpeg-libjpeg, or pyjpegls)"
             )
+
+
+def _plugin(syntax: str) -> str:
+    """pyjpegls for JPEG-LS when installed (about 3x faster than pylibjpeg-libjpeg here), else pydicom's pick."""
+    if syntax in JPEGLS_SYNTAXES:
+        try:
+            if "pyjpegls" in get_decoder(syntax).available_plugins:
+                return "pyjpegls"
+        except NotImplementedError:
+            pass
+    return ""
 
 
 def _decode(file: DicomFile) -> tuple[np.ndarray, Dataset]:
     """Stored values of every frame of one file, shape (frames, rows, columns)."""
     try:
         ds = dcmread(file.path, force=True)
-        pixels = np.asarray(ds.pixel_array)
+        pixels = np.asarray(pixel_array(ds, decoding_plugin=_plugin(file.transfer_syntax)))
     except PARSE_ERRORS as error:
         raise InputError(
             f"{file.name}: pixel data cannot be decoded (transfer syntax {file.transfer_syntax}: "
@@ -114,6 +127,10 @@ def decode_stack(stack: Stack, warnings: list[str]) -> np.ndarray:
             volume[z][mask] = AIR_HU
     if missing_rescale:
         _accept_missing_rescale(volume, missing_rescale, warnings)
+    if not np.isfinite(volume).all():
+        z = int(np.argwhere(~np.isfinite(volume))[0][0])
+        frame = stack.frames[z]
+        raise InputError(f"{frame.label}: RescaleSlope/RescaleIntercept {frame.rescale} overflow float32 HU values")
     return volume
 
 
@@ -201,7 +218,13 @@ def read_series(
         )
     check_size(files, max_voxels, label)
     frames, frame_warnings = series_frames(files)
-    stack = plan_stack(frames, label)
+    try:
+        stack = plan_stack(frames, label)
+    except InputError as error:
+        skipped = [w for w in [*warnings, *frame_warnings] if w.startswith("skipped ")]
+        if not skipped:
+            raise
+        raise InputError(f"{error}; note: {skipped[0]}") from error
     check_decoders([f.file for f in stack.frames])
     all_warnings = [*warnings, *frame_warnings, *stack.warnings]
     if modality != "CT":

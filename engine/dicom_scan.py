@@ -22,6 +22,10 @@ from covseg.errors import InputError
 # File name endings that announce DICOM: a file so named that cannot be read earns a warning,
 # any other unreadable file (README, XML annotations, licences) is skipped silently.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
+# Objects without pixel data: reaching their end without Pixel Data is normal, not truncation.
+NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "PR", "KO", "DOC", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "AU", "ECG", "HD", "FID", "PLAN"}
+)
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
 # Third-party parsers raise many exception types on corrupt bytes; these are the ones a damaged
@@ -166,6 +170,7 @@ def read_header(path: Path, name: str) -> DicomFile:
             handle.seek(0)
             dataset = dcmread(handle, stop_before_pixels=True, force=head[128:132] != b"DICM")
             header_bytes = handle.tell()
+            at_end = not handle.read(1)
     except PermissionError as error:
         raise InputError(f"{name}: cannot be read (permission denied)") from error
     except InputError:
@@ -174,6 +179,10 @@ def read_header(path: Path, name: str) -> DicomFile:
         raise InputError(f"{name}: unreadable DICOM header ({type(error).__name__}: {error})") from error
     if "file_meta" not in dataset.__dict__ or dataset.file_meta is None:
         dataset.file_meta = FileMetaDataset()
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if at_end and modality not in NON_IMAGE_MODALITIES:
+        # pydicom stops quietly at the end of a cut file; an image header must reach its pixel data
+        raise InputError(f"{name} is truncated (the file ends before its pixel data, at byte {header_bytes})")
     return DicomFile(path=path, name=name, dataset=dataset, header_bytes=header_bytes)
 
 

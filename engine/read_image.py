@@ -8,6 +8,8 @@ any pixel buffer exists.
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,63 @@ def _check_header(reader: sitk.ImageFileReader, path: Path, max_voxels: int) -> 
         raise InputError(f"{path}: direction {direction.reshape(-1).round(4).tolist()} is not orthonormal")
 
 
+def _nifti_head(path: Path) -> bytes:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            return bytes(handle.read(540))
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return b""
+
+
+def _nifti_layout(head: bytes) -> tuple[str, int, tuple[float, ...], int, int, int] | None:
+    """(byte order, NIfTI version, pixdim[1:4], datatype, vox_offset, voxel count), or None if not NIfTI."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", head[40:56])
+            count = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + max(0, min(int(dims[0]), 7))]]))
+            datatype = struct.unpack(order + "h", head[70:72])[0]
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            return order, 1, struct.unpack(order + "3f", head[80:92]), datatype, offset, count
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
+            dims = struct.unpack(order + "8q", head[16:80])
+            count = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + max(0, min(int(dims[0]), 7))]]))
+            datatype = struct.unpack(order + "h", head[12:14])[0]
+            offset = int(struct.unpack(order + "q", head[168:176])[0])
+            return order, 2, struct.unpack(order + "3d", head[112:136]), datatype, offset, count
+    return None
+
+
+NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _check_nifti_raw(path: Path) -> None:
+    """Checks ITK hides: it reads a zero pixdim as 1 and non-finite float voxels as 0.
+
+    Hand-parsed (nibabel is not an engine dependency); float data is streamed once more in
+    chunks, which costs a second decompression only for float NIfTI (CT is usually int16).
+    """
+    layout = _nifti_layout(_nifti_head(path))
+    if layout is None:
+        return
+    order, _version, pixdim, datatype, offset, count = layout
+    if not all(np.isfinite(pixdim)) or min(pixdim) <= 0:
+        raise InputError(f"{path}: NIfTI pixdim[1:4] {[float(v) for v in pixdim]} must be finite and positive")
+    if datatype not in NIFTI_FLOATS:
+        return
+    dtype = np.dtype(order + NIFTI_FLOATS[datatype])
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    bad, seen = 0, 0
+    with opener(path, "rb") as handle:
+        handle.seek(offset)
+        while seen < count and (chunk := handle.read(min(count - seen, 1 << 22) * dtype.itemsize)):
+            values = np.frombuffer(chunk[: len(chunk) - len(chunk) % dtype.itemsize], dtype=dtype)
+            bad += int(np.count_nonzero(~np.isfinite(values)))
+            seen += values.size
+    if bad:
+        raise InputError(f"{path}: {bad} voxels are NaN or infinite")
+
+
 def _squeeze_4d(image: sitk.Image) -> sitk.Image:
     """A 4-D image with one time point as 3-D (ITK keeps the 4th axis; Extract drops it)."""
     if image.GetDimension() == 3:
@@ -83,6 +142,8 @@ def read_image(path: Path, fmt: str, *, max_voxels: int) -> Volume:
     """A NIfTI / NRRD / MHA file as a float32 (z, y, x) Volume, its geometry in LPS."""
     reader = _header(path, fmt)
     _check_header(reader, path, max_voxels)
+    if fmt == "nifti":
+        _check_nifti_raw(path)
     try:
         image = _squeeze_4d(reader.Execute())
     except RuntimeError as error:
