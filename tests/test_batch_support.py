@@ -129,3 +129,32 @@ def calls_per_key(calls: Path) -> dict[str, int]:
         key = marker.name.rsplit(".", 1)[0]
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def analytic_chest(shape_zyx: tuple[int, int, int], spacing_xyz: tuple[float, float, float], *,
+                   lesion_radius_mm: float) -> tuple[Any, int]:
+    """A noise-free chest for the analytic ONNX test packages (tests/model_factory.py): air, a soft-tissue
+    body (40 HU), two lung boxes (-850 HU) and one ground-glass ball (-500 HU) in the left lung.
+
+    Returns (Volume, number of lesion voxels); the lesion volume in ml is that count x the voxel volume.
+    """
+    import numpy as np
+
+    from covseg.engine.geometry import Geometry
+    from covseg.engine.volume import StudyInfo, Volume
+
+    nz, ny, nx = shape_zyx
+    array = np.full(shape_zyx, -1000.0, dtype=np.float32)
+    array[:, ny // 8: ny - ny // 8, nx // 8: nx - nx // 8] = 40.0
+    z0, z1, y0, y1 = nz // 6, nz - nz // 6, ny // 4, ny - ny // 4
+    right, left = (nx // 5, nx // 2 - nx // 16), (nx // 2 + nx // 16, nx - nx // 5)  # LPS: +x is patient left
+    array[z0:z1, y0:y1, right[0]:right[1]] = -850.0
+    array[z0:z1, y0:y1, left[0]:left[1]] = -850.0
+    zz, yy, xx = np.indices(shape_zyx, dtype=np.float32)
+    centre = ((z0 + z1) / 2, (y0 + y1) / 2, (left[0] + left[1]) / 2)
+    distance = np.sqrt(((zz - centre[0]) * spacing_xyz[2]) ** 2 + ((yy - centre[1]) * spacing_xyz[1]) ** 2
+                       + ((xx - centre[2]) * spacing_xyz[0]) ** 2)
+    ball = distance <= lesion_radius_mm
+    array[ball] = -500.0
+    geometry = Geometry(size=(nx, ny, nz), spacing=spacing_xyz, origin=(-100.0, -100.0, -200.0))
+    return Volume(array, geometry, StudyInfo(study_date="2020-04-01")), int(ball.sum())
