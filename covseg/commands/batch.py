@@ -15,7 +15,31 @@ def _split(values: list[str] | None) -> list[str] | None:
     return names or None
 
 
+def _plain_progress(console: Any) -> tuple[Any, Any]:
+    """One line per finished study with counts and ETA, for logs (job arrays, CI) where bars do not render."""
+    import contextlib
+    import time
+
+    start = time.monotonic()
+
+    def update(event: Any) -> None:
+        if event.last is None:
+            console.print(f"covseg batch: {event.total} studies to compute, {event.reused} already done")
+            return
+        elapsed = time.monotonic() - start
+        eta = elapsed / event.done * (event.total - event.done)
+        error = f": {event.last.error}" if event.last.error else ""
+        console.print(f"[{event.done}/{event.total}] {event.last.key} {event.last.status} "
+                      f"{event.last.seconds:.1f} s{error} ({event.ok} ok, {event.failed} failed, "
+                      f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))})", markup=False, highlight=False,
+                      soft_wrap=True)
+
+    return contextlib.nullcontext(), update
+
+
 def _progress_callback(console: Any) -> tuple[Any, Any]:
+    if not console.is_terminal:
+        return _plain_progress(console)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
