@@ -69,8 +69,7 @@ def _parity_inputs(spec: PackageSpec, options: ExportOptions) -> dict[str, Any]:
 
 def _measure(module: nn.Module, graph: Path, spec: PackageSpec, options: ExportOptions,
              tolerance: float, what: str) -> dict[str, Any]:
-    result = parity.measure_parity(module, graph, _parity_inputs(spec, options))
-    result["tolerance"] = tolerance
+    result = parity.measure_parity(module, graph, _parity_inputs(spec, options), tolerance=tolerance)
     parity.check_parity(result, tolerance, what)
     return result
 
