@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 from pydicom import Dataset, FileMetaDataset, dcmread
 from pydicom.errors import InvalidDicomError
@@ -44,6 +47,7 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     UnicodeError,
     RecursionError,
+    zipfile.BadZipFile,
 )
 
 
@@ -158,10 +162,13 @@ def _looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] < b"\x00\x01"
 
 
-def read_header(path: Path, name: str) -> DicomFile:
-    """The header of one DICOM file up to its pixel data; InputError naming the file if unreadable."""
+def read_header(path: Path, name: str, opener: Callable[[], IO[bytes]] | None = None) -> DicomFile:
+    """The header of one DICOM file up to its pixel data; InputError naming the file if unreadable.
+
+    `opener` reads the bytes from elsewhere (a zip member) while `path` says where the file will be.
+    """
     try:
-        with path.open("rb") as handle:
+        with opener() if opener is not None else path.open("rb") as handle:
             head = handle.read(132)
             if not head:
                 raise NotDicomError(f"{name}: file is empty (0 bytes)")
@@ -190,15 +197,28 @@ def scan(root: Path, *, recursive: bool = True, prefix: str = "") -> Scan:
     """Read every DICOM header under `root` (a folder, or one file); skip the unreadable with a warning."""
     result = Scan(root=root)
     for path in _candidates(root, recursive):
-        result.seen += 1
-        name = _display(path, root, prefix)
-        try:
-            result.files.append(read_header(path, name))
-        except NotDicomError as error:
-            if path.suffix.lower() in DICOM_SUFFIXES:
-                result.warnings.append(f"skipped {error}")
-        except InputError as error:
+        _record(result, path, _display(path, root, prefix))
+    return result
+
+
+def _record(result: Scan, path: Path, name: str, opener: Callable[[], IO[bytes]] | None = None) -> None:
+    result.seen += 1
+    try:
+        result.files.append(read_header(path, name, opener))
+    except NotDicomError as error:
+        if path.suffix.lower() in DICOM_SUFFIXES:
             result.warnings.append(f"skipped {error}")
+    except InputError as error:
+        result.warnings.append(f"skipped {error}")
+
+
+def scan_zip(
+    archive: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], target: Path, prefix: str
+) -> Scan:
+    """Read the DICOM headers of zip members in place; each DicomFile.path is where it would be extracted."""
+    result = Scan(root=target)
+    for info, relative in members:
+        _record(result, target.joinpath(*relative.parts), prefix + str(relative), partial(archive.open, info))
     return result
 
 
@@ -219,9 +239,11 @@ def _is_volume_series(files: list[DicomFile]) -> bool:
     return bool(images) and not all(f.sop_class.startswith(SECONDARY_CAPTURE_PREFIX) for f in images)
 
 
-def _listing(summaries: list[SeriesSummary]) -> str:
+def _listing(summaries: list[SeriesSummary], groups: dict[str, list[DicomFile]]) -> str:
+    """Each series as: UID "description" (modality, slice count, first file)."""
     return "; ".join(
-        f'{s.uid} "{s.description}" ({s.modality or "no modality"}, {s.slice_count} slices)' for s in summaries
+        f'{s.uid} "{s.description}" ({s.modality or "no modality"}, {s.slice_count} slices, {groups[s.uid][0].name})'
+        for s in summaries
     )
 
 
@@ -236,14 +258,14 @@ def choose_series(found: Scan, label: str, *, series_uid: str | None, force: boo
     summaries = [summarize(uid, files) for uid, files in groups.items()]
     if series_uid is not None:
         if series_uid not in groups:
-            raise InputError(f"series {series_uid} is not in {label}; found: {_listing(summaries)}")
+            raise InputError(f"series {series_uid} is not in {label}; found: {_listing(summaries, groups)}")
         return groups[series_uid]
     volumes = {s.uid: s for s in summaries if _is_volume_series(groups[s.uid])}
     ct = [s for s in volumes.values() if s.modality == "CT"]
     if len(ct) == 1:
         return groups[ct[0].uid]
     if len(ct) > 1:
-        raise InputError(f"{label} holds {len(ct)} CT series; pick one with --series-uid: {_listing(ct)}")
+        raise InputError(f"{label} holds {len(ct)} CT series; pick one with --series-uid: {_listing(ct, groups)}")
     pool = list(volumes.values()) or summaries
     if len(pool) == 1 and (force or pool[0].modality == "CT"):
         return groups[pool[0].uid]
@@ -253,4 +275,6 @@ def choose_series(found: Scan, label: str, *, series_uid: str | None, force: boo
             f"{label}: series {only.uid} has modality {only.modality or 'none'}, not CT "
             "(covseg segments CT; use --force to read it anyway)"
         )
-    raise InputError(f"{label} holds no CT series but {len(pool)} others; pick one with --series-uid: {_listing(pool)}")
+    raise InputError(
+        f"{label} holds no CT series but {len(pool)} others; pick one with --series-uid: {_listing(pool, groups)}"
+    )

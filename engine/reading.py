@@ -12,14 +12,22 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from covseg.engine.dicom_reading import read_series
-from covseg.engine.dicom_scan import DicomFile, Scan, SeriesSummary, choose_series, read_header, scan, summarize
+from covseg.engine.dicom_reading import check_size, read_series
+from covseg.engine.dicom_scan import (
+    DicomFile,
+    Scan,
+    SeriesSummary,
+    choose_series,
+    read_header,
+    scan,
+    scan_zip,
+    summarize,
+)
 from covseg.engine.read_image import _header, image_format, read_image
-from covseg.engine.read_zip import extract_zip
+from covseg.engine.read_zip import extract_members, open_zip, safe_members
 from covseg.engine.volume import Volume
 from covseg.errors import InputError
 
@@ -47,57 +55,57 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
-def _with_zip(source: Path, max_voxels: int, work: Callable[[Path, str, Callable[[Path], Path]], Volume]) -> Volume:
-    """Run `work` on the zip's contents, extracted to a temporary folder that is always removed."""
-    with tempfile.TemporaryDirectory(prefix="covseg-zip-") as folder:
+def _read_zip(source: Path, series_uid: str | None, force: bool, max_voxels: int) -> Volume:
+    """Choose the series from headers read inside the zip, extract only its files, read them."""
+    with open_zip(source) as archive, tempfile.TemporaryDirectory(prefix="covseg-zip-") as folder:
         target = Path(folder)
-        extract_zip(source, target, max_bytes=4 * max_voxels + ZIP_OVERHEAD_BYTES)
+        members = safe_members(archive, source)
+        found = scan_zip(archive, members, target, f"{source.name}:")
+        files = choose_series(found, str(source), series_uid=series_uid, force=force)
+        check_size(files, max_voxels, str(source))
+        where = {target.joinpath(*relative.parts): info for info, relative in members}
+        extract_members(
+            archive, [(where[f.path], f.path) for f in files], source, max_bytes=4 * max_voxels + ZIP_OVERHEAD_BYTES
+        )
 
         def rename(path: Path) -> Path:
             return source / path.relative_to(target)
 
-        return work(target, f"{source.name}:", rename)
+        return read_series(
+            files,
+            str(source),
+            force=force,
+            max_voxels=max_voxels,
+            fmt="zip",
+            source=source,
+            warnings=list(found.warnings),
+            rename=rename,
+        )
 
 
-def _scan_input(source: Path, prefix: str = "") -> tuple[Scan, str]:
+def _folder_or_file(source: Path, series_uid: str | None, force: bool) -> tuple[Scan, list[DicomFile], str]:
+    """The scan, the chosen series' files and the label for messages, for a folder or one DICOM file."""
     if source.is_dir():
-        found = scan(source, prefix=prefix)
+        found = scan(source)
         if found.seen == 0:
-            raise InputError(f"{prefix or source}: folder is empty")
-        return found, prefix.rstrip(":") or str(source)
+            raise InputError(f"{source}: folder is empty")
+        return found, choose_series(found, str(source), series_uid=series_uid, force=force), str(source)
     first = read_header(source, source.name)
-    if first.n_frames > 1:
-        return Scan(root=source, files=[first], seen=1), str(source)
-    siblings = scan(source.parent, recursive=False)
-    return siblings, str(source.parent)
+    if first.n_frames > 1 and series_uid is None:
+        return Scan(root=source, files=[first], seen=1), [first], str(source)
+    found = scan(source.parent, recursive=False)
+    if series_uid is not None:
+        return found, choose_series(found, str(source.parent), series_uid=series_uid, force=force), str(source)
+    files = [f for f in found.files if f.series_uid == first.series_uid and f.is_image]
+    if not files:
+        raise InputError(f"{source}: not a DICOM image (no Rows/Columns)")
+    return found, files, str(source.parent)
 
 
-def _read_dicom(
-    source: Path,
-    fmt: str,
-    series_uid: str | None,
-    force: bool,
-    max_voxels: int,
-    prefix: str = "",
-    rename: Callable[[Path], Path] = lambda p: p,
-) -> Volume:
-    found, label = _scan_input(source, prefix)
-    if source.is_file() and series_uid is None:
-        own = read_header(source, source.name).series_uid
-        files: list[DicomFile] = [f for f in found.files if f.series_uid == own and f.is_image]
-        if not files:
-            raise InputError(f"{source}: not a DICOM image (no Rows/Columns)")
-    else:
-        files = choose_series(found, label, series_uid=series_uid, force=force)
+def _read_dicom(source: Path, series_uid: str | None, force: bool, max_voxels: int) -> Volume:
+    found, files, label = _folder_or_file(source, series_uid, force)
     return read_series(
-        files,
-        label,
-        force=force,
-        max_voxels=max_voxels,
-        fmt=fmt,
-        source=rename(source),
-        warnings=list(found.warnings),
-        rename=rename,
+        files, label, force=force, max_voxels=max_voxels, fmt="dicom", source=source, warnings=list(found.warnings)
     )
 
 
@@ -113,13 +121,8 @@ def read_study(
     if source.is_file() and (fmt := image_format(source)) is not None:
         return read_image(source, fmt, max_voxels=max_voxels)
     if source.is_file() and _is_zip(source):
-
-        def work(folder: Path, prefix: str, rename: Callable[[Path], Path]) -> Volume:
-            volume = _read_dicom(folder, "zip", series_uid, force, max_voxels, prefix, rename)
-            return Volume(volume.array, volume.geometry, replace(volume.info, source_path=source))
-
-        return _with_zip(source, max_voxels, work)
-    return _read_dicom(source, "dicom", series_uid, force, max_voxels)
+        return _read_zip(source, series_uid, force, max_voxels)
+    return _read_dicom(source, series_uid, force, max_voxels)
 
 
 def list_series(path: str | os.PathLike[str]) -> list[SeriesSummary]:
@@ -130,13 +133,12 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesSummary]:
         count = int(size[2]) if len(size) > 2 else 1
         return [SeriesSummary(uid="", description=source.name, modality="", slice_count=count, first_file=source)]
     if source.is_file() and _is_zip(source):
-        with tempfile.TemporaryDirectory(prefix="covseg-zip-") as folder:
+        with open_zip(source) as archive, tempfile.TemporaryDirectory(prefix="covseg-zip-") as folder:
             target = Path(folder)
-            extract_zip(source, target, max_bytes=4 * DEFAULT_MAX_VOXELS + ZIP_OVERHEAD_BYTES)
-            found, _ = _scan_input(target, f"{source.name}:")
+            found = scan_zip(archive, safe_members(archive, source), target, f"{source.name}:")
             return [
                 replace(summarize(uid, files), first_file=source / files[0].path.relative_to(target))
                 for uid, files in found.by_series().items()
             ]
-    found, _ = _scan_input(source)
+    found = scan(source) if source.is_dir() else scan(source.parent, recursive=False)
     return [summarize(uid, files) for uid, files in found.by_series().items()]
