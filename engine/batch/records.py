@@ -8,8 +8,9 @@ recomputed; copying without preserving times (plain `cp`, `rsync` without -t) al
 and costs a recomputation, never a wrong skip. The one miss is a same-size rewrite that restores
 the old mtime on purpose.
 
-Settings fingerprint: the options that change results (models and their sha256, overlap, tta,
-label format, anonymisation, covseg version); device and thread count do not enter it.
+Settings fingerprint: the options that change results (models resolved to their verified sha256,
+overlap, tta, label format, anonymisation, any further infer option, covseg version); device,
+threads and the memory guard do not enter it.
 
 Protocol per study (`runner.run_study`): remove done.json -> run the task (it writes the study
 folder atomically, overwriting) -> write done.json atomically. A kill at any moment leaves either
@@ -61,6 +62,10 @@ def input_fingerprint(study: Study) -> str:
     return canonical_hash({"kind": study.kind, "series": study.series_uid, "files": entries})
 
 
+# Options that change how a study is computed but not what comes out; every other option keys resume.
+NOT_RESULT_OPTIONS = frozenset({"models", "model_paths", "device", "threads", "max_memory_mb", "progress"})
+
+
 def models_identity(models: str | list[str] | tuple[str, ...] | None, model_paths: tuple[str, ...] | list[str]) -> Any:
     """Name, version and verified sha256 of every model a run would use, from the engine registry.
 
@@ -86,7 +91,7 @@ def settings_fingerprint(options: dict[str, Any]) -> dict[str, Any]:
     from covseg import __version__
 
     models = models_identity(options.get("models"), tuple(options.get("model_paths") or ()))
-    relevant = {k: options.get(k) for k in ("overlap", "tta", "label_format", "anonymize", "keep_identifiers")}
+    relevant = {k: v for k, v in sorted(options.items()) if k not in NOT_RESULT_OPTIONS}
     return {"covseg_version": __version__, "models": models, **relevant}
 
 

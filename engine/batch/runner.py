@@ -214,7 +214,7 @@ def run_batch(inputs: Iterable[str], options: BatchOptions,
     threads = threads_for(options.workers, options.threads_per_worker, notes)
     settings = records.settings_fingerprint(options.infer_options)
     jobs, reused = plan(studies, options, resolve_task(options.task), threads, settings)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "studies").mkdir(parents=True, exist_ok=True)  # infer writes beside its folder: the parent must exist
     write_json_atomic(out / "batch.json", {"schema": "covseg.batch/1", "shard": options.shard,
                                            "studies": len(studies), "backend": options.backend,
                                            "settings": settings})
