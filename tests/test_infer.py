@@ -1,0 +1,168 @@
+"""`covseg infer` end to end on a phantom DICOM series and NIfTI, with analytic packages."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+import covseg
+from covseg.cli import run
+from covseg.engine import pipeline
+from covseg.engine.geometry import xyz_to_zyx
+from covseg.engine.report import pseudonym
+from covseg.training.synthesis.dicom_series import write_dicom_series, write_nifti
+from tests.model_factory import make_package
+from tests.test_infer_phantom import SPACING, Phantom, make_phantom
+from tests.test_writers import check_report_schema
+
+ML = SPACING**3 / 1000.0
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("infer")
+    phantom = make_phantom()
+    write_dicom_series(phantom.volume, root / "ct", uid_seed="infer-test")
+    write_nifti(phantom.volume, root / "ct.nii.gz")
+    packages = [make_package(root / "packages", kind, spacing_mm=(SPACING,) * 3, patch=(16, 32, 32))
+                for kind in ("lung", "infection", "liver")]
+    return {"root": root, "phantom": phantom, "packages": packages}
+
+
+def _args(study: dict[str, object], source: str, out: Path, *extra: str) -> list[str]:
+    models = [a for p in study["packages"] for a in ("--model", str(p))]  # type: ignore[attr-defined]
+    return ["infer", str(study["root"] / source), "--out", str(out), *models,  # type: ignore[operator]
+            "--device", "cpu", "--threads", "1", "--progress", "none", "--quiet", *extra]
+
+
+def _truth_ml(phantom: Phantom) -> dict[str, float]:
+    t = phantom.truth
+    return {"lung_left": np.count_nonzero((t == 1) | (t == 3)) * ML, "lung_right": np.count_nonzero((t == 2) | (t == 4))
+            * ML, "liver": np.count_nonzero(t == 5) * ML, "infection": np.count_nonzero((t == 3) | (t == 4)) * ML}
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith(".covseg-")]
+
+
+@pytest.mark.slow
+def test_dicom_end_to_end(study: dict[str, object], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(_args(study, "ct", out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["labels.nii.gz", "preview.png", "report.json", "seg.dcm"]
+    report = json.loads((out / "report.json").read_text())
+    check_report_schema(report)
+    phantom: Phantom = study["phantom"]  # type: ignore[assignment]
+    truth = _truth_ml(phantom)
+    for name in ("lung_left", "lung_right", "liver"):
+        assert report["structures"][name]["volume_ml"] == pytest.approx(truth[name], rel=0.02)
+    assert report["infection"]["volume_ml"] == pytest.approx(truth["infection"], rel=0.02)
+    assert report["infection"]["lesion_count"] == 2
+    assert report["input"]["format"] == "dicom" and report["input"]["slices"] == phantom.truth.shape[0]
+    source = pydicom.dcmread(next((study["root"] / "ct").iterdir()))  # type: ignore[operator]
+    assert report["input"]["patient"] == pseudonym(source.PatientID) != source.PatientID
+    labels = xyz_to_zyx(np.asarray(nib.load(out / "labels.nii.gz").dataobj))
+    assert np.array_equal(labels, phantom.truth)
+    seg = hd.seg.segread(out / "seg.dcm")
+    assert seg.number_of_segments == 5 and seg.PatientID == source.PatientID
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_nifti_end_to_end_anonymized_without_seg(study: dict[str, object], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(_args(study, "ct.nii.gz", out, "--anonymize", "--format", "nrrd")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["labels.nrrd", "preview.png", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    check_report_schema(report)
+    assert report["outputs"]["seg"] is None and "nifti" in report["reasons"]["outputs.seg"]
+    assert report["input"]["path"] is None
+    truth = _truth_ml(study["phantom"])  # type: ignore[arg-type]
+    assert report["structures"]["lung_left"]["volume_ml"] == pytest.approx(truth["lung_left"], rel=0.02)
+
+
+def test_anonymized_seg_has_no_patient_identifiers(study: dict[str, object], tmp_path: Path) -> None:
+    report = covseg.infer(study["root"] / "ct", tmp_path / "out", model_paths=study["packages"][:1],  # type: ignore
+                          device="cpu", threads=1, anonymize=True)
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm")
+    source = pydicom.dcmread(next((study["root"] / "ct").iterdir()))  # type: ignore[operator]
+    assert seg.PatientID != source.PatientID and str(seg.PatientName) != str(source.PatientName)
+    assert seg.PatientID == report["input"]["patient"]
+    assert report["infection"]["volume_ml"] is None
+    assert report["reasons"]["infection.volume_ml"] == "infection model not run"
+
+
+def test_existing_output_refused_and_untouched(study: dict[str, object], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert run(_args(study, "ct", out)) == 5
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and not _leftovers(tmp_path)
+
+
+def test_overwrite_replaces_the_old_folder(study: dict[str, object], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert run(_args(study, "ct", out, "--overwrite")) == 0
+    assert not (out / "old.txt").exists() and (out / "report.json").is_file()
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_failure_mid_write_leaves_nothing(study: dict[str, object], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        (tmp_path.glob(".covseg-tmp-*").__next__() / "partial.png").write_text("half")
+        raise error
+
+    monkeypatch.setattr(pipeline, "write_preview", broken)
+    out = tmp_path / "out"
+    code = run(_args(study, "ct", out))
+    assert code == (5 if isinstance(error, OSError) else 130)
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
+def test_failure_with_overwrite_keeps_the_old_folder(study: dict[str, object], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
+    assert run(_args(study, "ct", out, "--overwrite")) == 5
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and not _leftovers(tmp_path)
+
+
+def test_unwritable_output_parent_names_the_folder(study: dict[str, object], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert run(_args(study, "ct", blocker / "out")) == 5
+    assert str(blocker) in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert run(_args(study, "ct", locked / "out")) == 5
+        assert str(locked) in capsys.readouterr().err
+
+
+def test_json_progress_lines(study: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _args(study, "ct.nii.gz", tmp_path / "out")
+    args[args.index("--progress") + 1] = "json"
+    assert run(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    overall = [line["overall"] for line in lines]
+    assert overall == sorted(overall) and overall[-1] == 1.0
+    assert all({"stage", "fraction", "overall"} <= set(line) for line in lines)
+    assert lines[-1]["stage"] == "done" and Path(lines[-1]["report"]) == tmp_path / "out" / "report.json"
+    assert {"read", "lung", "infection", "liver", "postprocess", "write"} <= {line["stage"] for line in lines}
