@@ -53,6 +53,7 @@ class StudyJob:
     threads: int
     input_fp: str
     settings_fp: str
+    reuse_models: bool = False  # the task is covseg.api.infer: hand it this worker's cached predictors
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,13 @@ def run_study(job: StudyJob) -> Outcome:
     (folder / records.DONE).unlink(missing_ok=True)  # no stale record may vouch for new outputs
     start = time.perf_counter()
     try:
+        extra = {}
+        if job.reuse_models:
+            from covseg.engine.batch.sessions import predictors_for
+
+            extra["predictors"] = predictors_for(job.options, job.threads)
         job.task(job.study.path, str(folder), series_uid=job.study.series_uid, overwrite=True,
-                 threads=job.threads, **job.options)
+                 threads=job.threads, **job.options, **extra)
         seconds = time.perf_counter() - start
         (folder / records.FAILED).unlink(missing_ok=True)
         records.write_done(folder, job.study, job.input_fp, job.settings_fp, seconds)
@@ -161,6 +167,7 @@ def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int,
     if not (options.resume or options.overwrite):
         _refuse_existing(folder, studies)
     settings_fp = records.canonical_hash(settings)
+    reuse = options.task is None
     jobs, reused = [], 0
     for study in studies:
         if study.skip_reason:
@@ -170,7 +177,8 @@ def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int,
         if options.resume and records.is_complete(target, input_fp, settings_fp):
             reused += 1
             continue
-        jobs.append(StudyJob(study, str(target), task, dict(options.infer_options), threads, input_fp, settings_fp))
+        jobs.append(StudyJob(study, str(target), task, dict(options.infer_options), threads, input_fp, settings_fp,
+                             reuse))
     return jobs, reused
 
 
