@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from covseg.errors import InputError
 from covseg.training.metrics import METRIC_NAMES, StructureSpec, case_metrics, undefined_reason
 
 Row = dict[str, object]
+T = TypeVar("T")
 LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SUMMARY_METRICS: tuple[str, ...] = (
     "dsc", "nsd", "sensitivity", "specificity", "precision", "f1", "accuracy", "hd95_mm", "assd_mm",
@@ -222,3 +224,108 @@ def evaluate_folder(
     if out_dir is None:
         return EvaluationTables(rows=rows, summary=summarize(rows))
     return write_evaluation(rows, Path(out_dir))
+
+
+# --- paper 000's tables ------------------------------------------------------------------------------
+def _ordered(values: Iterable[T]) -> list[T]:
+    seen: list[T] = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _fold_summary(rows: Sequence[Row], metrics: Sequence[str]) -> list[Row]:
+    """Per (strategy, pretrained) and fold, plus fold 'AVG' pooling every test case of every fold."""
+    per_fold = summarize(rows, by=("strategy", "pretrained", "fold"), metrics=metrics)
+    pooled = summarize(rows, by=("strategy", "pretrained"), metrics=metrics)
+    for row in pooled:
+        row["fold"] = "AVG"
+    return per_fold + pooled
+
+
+def _run_times(rows: Sequence[Row]) -> dict[tuple[object, object, object], float]:
+    return {(r.get("strategy"), r.get("pretrained"), r.get("fold")): float(v) for r in rows
+            if isinstance(v := r.get("seconds_per_epoch"), int | float)}
+
+
+def paper_tables(rows: Sequence[Row], out_dir: Path, *, structure: str, table3_pretrained: str,
+                 nsd_tolerance_mm: float) -> list[Path]:
+    """Tables 1-3 of paper 000 (CSV long form + Markdown wide form) from per-case experiment rows
+    (keys strategy, pretrained, fold, seconds_per_epoch and the metrics)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folds = sorted(_ordered(r.get("fold") for r in rows), key=str)
+    keys = _ordered((r.get("strategy"), r.get("pretrained")) for r in rows)
+    summary = _fold_summary(rows, ("dsc", "nsd", "sensitivity", "f1", "accuracy"))
+    cell = {(r["strategy"], r["pretrained"], r["fold"]): r for r in summary}
+    times = _run_times(rows)
+    note = (f"Structure: {structure}; NSD tolerance {nsd_tolerance_mm:g} mm. Mean ± sample std over test cases "
+            "(AVG pools all test cases of all folds).\n\n")
+    written: list[Path] = []
+
+    # Table 1: DSC and NSD per fold and on average, per strategy and pre-trained model.
+    t1_columns = ["strategy", "pretrained"] + [f"{m} fold {k}" for k in [*folds, "AVG"] for m in ("DSC", "NSD")]
+    t1_rows = []
+    for strategy, pretrained in keys:
+        row: Row = {"strategy": strategy, "pretrained": pretrained}
+        for k in [*folds, "AVG"]:
+            source = cell.get((strategy, pretrained, k), {})
+            row[f"DSC fold {k}"], row[f"NSD fold {k}"] = mean_std(source, "dsc"), mean_std(source, "nsd")
+        t1_rows.append(row)
+    written += _write_pair(out_dir / "table1", summary, "Table 1: DSC and NSD per fold",
+                           markdown_table(t1_rows, t1_columns), note,
+                           ["strategy", "pretrained", "fold", "cases", "dsc_mean", "dsc_std", "nsd_mean", "nsd_std"])
+
+    # Table 2: sensitivity, F1 and accuracy (all folds pooled).
+    pooled = [r for r in summary if r["fold"] == "AVG"]
+    t2 = {m: (lambda r, m=m: mean_std(r, m, 4)) for m in ("sensitivity", "f1", "accuracy")}
+    t2_csv = ["strategy", "pretrained", "cases", *[f"{m}_{s}" for m in t2 for s in ("mean", "std")]]
+    written += _write_pair(out_dir / "table2", pooled, "Table 2: sensitivity, F1 and accuracy",
+                           markdown_table(pooled, ["strategy", "pretrained", "sensitivity", "f1", "accuracy"], t2),
+                           note, t2_csv)
+    written += _table3(summary, times, out_dir, keys, folds, table3_pretrained, note)
+    return written
+
+
+def _table3(summary: Sequence[Row], times: Mapping[tuple[object, object, object], float], out_dir: Path,
+            keys: Sequence[object], folds: Sequence[object], pretrained: str, note: str) -> list[Path]:
+    """Table 3: per strategy (with `pretrained`, or none) DSC, NSD, sensitivity and time per epoch."""
+    chosen = [k for k in keys if isinstance(k, tuple) and k[1] in (pretrained, "none")]
+    cell = {(r["strategy"], r["pretrained"], r["fold"]): r for r in summary}
+    long_rows: list[Row] = []
+    wide: list[Row] = []
+    for k in [*folds, "AVG"]:
+        avg: Row = {"fold": k, "stat": "avg"}
+        std: Row = {"fold": k, "stat": "std"}
+        for strategy, model in chosen:
+            source = cell.get((strategy, model, k), {})
+            fold_times = [t for (s, p, _f), t in times.items() if (s, p) == (strategy, model)]
+            seconds = times.get((strategy, model, k)) if k != "AVG" else _mean_std(fold_times)[0]
+            spread = None if k != "AVG" else _mean_std(fold_times)[1]
+            for metric, label in (("dsc", "DSC"), ("nsd", "NSD"), ("sensitivity", "Sen.")):
+                avg[f"{strategy} {label}"] = format_value(source.get(f"{metric}_mean"))
+                std[f"{strategy} {label}"] = format_value(source.get(f"{metric}_std"))
+            avg[f"{strategy} Time"] = _seconds(seconds)
+            std[f"{strategy} Time"] = _seconds(spread)
+            long_rows.append({"strategy": strategy, "pretrained": model, "fold": k,
+                              **{f"{m}_{s}": source.get(f"{m}_{s}") for m in ("dsc", "nsd", "sensitivity")
+                                 for s in ("mean", "std")},
+                              "seconds_per_epoch": seconds, "seconds_per_epoch_std": spread})
+        wide += [avg, std]
+    columns = ["fold", "stat"] + [f"{s} {m}" for s, _ in chosen for m in ("DSC", "NSD", "Sen.", "Time")]
+    title = f"Table 3: strategies with pre-trained model {pretrained} (time per epoch)"
+    return _write_pair(out_dir / "table3", long_rows, title, markdown_table(wide, columns), note, None)
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds as paper 000 writes them ('224s'), with a decimal below 100 s (short test runs)."""
+    if value is None:
+        return "–"
+    return f"{value:.0f}s" if value >= 100 else f"{value:.1f}s"
+
+
+def _write_pair(stem: Path, rows: Sequence[Row], title: str, markdown: str, note: str,
+                columns: Sequence[str] | None) -> list[Path]:
+    md = stem.with_suffix(".md")
+    md.write_text(f"# {title}\n\n{note}{markdown}", encoding="utf-8")
+    return [write_csv(rows, stem.with_suffix(".csv"), columns), md]
