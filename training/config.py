@@ -30,11 +30,15 @@ class DataConfig:
 
     source: str = "phantom"  # phantom | spheres | dataset
     path: str | None = None  # dataset folder (source = dataset), read by covseg.training.datasets
+    splits: str | None = None  # split file (covseg.training.splits); trains on fold `fold`'s train ids
+    fold: int | None = None
     cases: int = 4  # synthetic cases to generate (phantom / spheres)
     validation_cases: int = 1
     shape_zyx: tuple[int, int, int] = (48, 48, 48)  # synthetic case shape
     seed: int = 0
     spacing_zyx_mm: tuple[float, float, float] | None = None  # target spacing; None keeps the input grid
+    phantom_spacing_zyx_mm: tuple[float, float, float] = (6.0, 6.0, 6.0)  # grid synthetic cases are made on
+    lesions: tuple[str, ...] = ("covid",)  # phantom lesion kinds of the target task
     normalization: str = "ct_clip_zscore"  # ct_clip_zscore | percentile_zscore | window
     clip_hu: tuple[float, float] = (-1024.0, 600.0)
     classes: tuple[str, ...] = ("background", "infection")  # label names or groups (see data.CLASS_GROUPS)
