@@ -121,7 +121,8 @@ def decode_stack(stack: Stack, warnings: list[str]) -> np.ndarray:
         slope, intercept = frame.rescale or (1.0, 0.0)
         if frame.rescale is None:
             missing_rescale.append(frame)
-        volume[z] = plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        np.multiply(plane, np.float32(slope), out=volume[z], casting="unsafe")  # one pass, no temporaries
+        volume[z] += np.float32(intercept)
         mask = _padding_mask(plane, ds, frame.label)
         if mask is not None:
             volume[z][mask] = AIR_HU

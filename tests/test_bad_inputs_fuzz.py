@@ -139,8 +139,9 @@ def check_read(folder: Path) -> None:
     which=st.sampled_from(["one", "all"]),
     index=st.integers(0, N_SLICES - 1),
 )
-def test_header_mutations(series_bytes: list[tuple[str, bytes]], field: str, data: st.DataObject, which: str,
-                          index: int) -> None:
+def test_header_mutations(
+    series_bytes: list[tuple[str, bytes]], field: str, data: st.DataObject, which: str, index: int
+) -> None:
     value = data.draw(st.none() | FIELDS[field], label="value")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -159,8 +160,9 @@ def test_header_mutations(series_bytes: list[tuple[str, bytes]], field: str, dat
     index=st.integers(0, N_SLICES - 1),
     single=st.booleans(),
 )
-def test_byte_damage(series_bytes: list[tuple[str, bytes]], how: str, where: float, byte: int, index: int,
-                     single: bool) -> None:
+def test_byte_damage(
+    series_bytes: list[tuple[str, bytes]], how: str, where: float, byte: int, index: int, single: bool
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         for k, (name, raw) in enumerate(series_bytes):
