@@ -135,3 +135,25 @@ def test_spec_errors(tmp_path: Path) -> None:
     bad.write_text('data = "data"\nstrategies = ["hybrid"]\n')
     with pytest.raises(InputError, match="needs a pre-trained model"):
         run_experiment(bad, tmp_path / "out", fit=Fake().fit, predict=Fake().predict, make_config=lambda d: d)
+
+
+@pytest.mark.slow
+def test_experiment_with_the_real_training_loop(tmp_path: Path) -> None:
+    pytest.importorskip("covseg.training.loop")
+    _dataset(tmp_path / "data", cases=5)
+    spec = tmp_path / "experiment.json"
+    spec.write_text(json.dumps({
+        "name": "real", "data": "data", "folds": 5, "run_folds": [0], "strategies": ["scratch"],
+        "training": {
+            "data": {"validation_cases": 0},
+            "network": {"features": [4, 8], "strides": [1, 2], "deep_supervision": 0},
+            "schedule": {"epochs": 1, "iterations_per_epoch": 1, "batch_size": 1, "patch_zyx": [6, 12, 12]},
+            "augmentation": {"enabled": False},
+            "run": {"device": "cpu", "amp": False, "num_threads": 1},
+        },
+    }))
+    rows = run_experiment(spec, tmp_path / "out")
+    assert len(rows) == 4 and all(r["strategy"] == "scratch" and r["fold"] == 0 for r in rows)
+    assert all(isinstance(r["dsc"], float) and 0.0 <= r["dsc"] <= 1.0 for r in rows)  # type: ignore[operator]
+    assert (tmp_path / "out" / "runs" / "scratch__none__fold0" / "train" / "log.jsonl").is_file()
+    assert "scratch Time" in (tmp_path / "out" / "table3.md").read_text()

@@ -188,17 +188,20 @@ def _default_predict(result: Any, config: Any, case: Case, image: Volume) -> Vol
         from covseg.training.predictor import predict_case
     except ImportError as error:
         raise InputError(f"the training predictor is not available ({error})") from None
-    return predict_case(result, config, image)
+    return predict_case(result, getattr(result, "config", config), image)  # the effective (adapted) config
 
 
 def seconds_per_epoch(result: Any, elapsed: float, epochs: int) -> float | None:
-    """Training time per epoch: the loop's own figure when it reports one, else wall time / epochs."""
-    for name in ("seconds_per_epoch", "epoch_seconds"):
-        value = getattr(result, name, None)
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, Sequence) and value:
-            return float(sum(value)) / len(value)
+    """Training time per epoch: the mean of the loop's per-epoch `history[i]["seconds"]` (restored
+    epochs included after a resume), else wall time / epochs."""
+    history = getattr(result, "history", None)
+    if isinstance(history, Sequence):
+        seconds = [float(h["seconds"]) for h in history if isinstance(h, Mapping) and "seconds" in h]
+        if seconds:
+            return sum(seconds) / len(seconds)
+    value = getattr(result, "seconds_per_epoch", None)
+    if isinstance(value, int | float):
+        return float(value)
     return elapsed / epochs if epochs else None
 
 
