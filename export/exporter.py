@@ -62,7 +62,7 @@ def divisor_of(strides: Sequence[int], dims: int = 3) -> tuple[int, int, int]:
 def _parity_inputs(spec: PackageSpec, options: ExportOptions) -> dict[str, Any]:
     inputs = parity.random_inputs(spec.channels, spec.patch, count=options.random_windows)
     name, window = parity.real_like_input(spec.channels, spec.patch, spec.normalization,
-                                          parity_data=options.parity_data)
+                                          parity_data=options.parity_data, spacing_xyz=spec.spacing_mm)
     inputs[name] = window
     return inputs
 

@@ -27,7 +27,7 @@ TASK_DEFAULTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "infection": ("lung", ("background", "infection_ground_glass", "infection_consolidation")),
     "liver": ("body", ("background", "liver")),
 }
-_NON_COMMERCIAL = re.compile(r"(\bNC\b|-NC|non-?commercial)", re.IGNORECASE)
+_NON_COMMERCIAL = re.compile(r"(\bNC\b|-NC|non-?commercial|unknown)", re.IGNORECASE)
 
 
 @dataclass
@@ -52,10 +52,11 @@ class PackageSpec:
     precision: str = "float32"
     variant_of: str | None = None
     parity: dict[str, Any] | None = None
+    output_groups: dict[str, list[str]] = field(default_factory=dict)  # channel -> labels it stands for
 
 
 def licence_for(training_data: Sequence[Mapping[str, Any]]) -> str:
-    """Research use always; non-commercial as soon as one training set's licence says so."""
+    """Research use always; non-commercial as soon as one training set's licence says so, or is unknown."""
     if any(_NON_COMMERCIAL.search(str(item.get("licence", ""))) for item in training_data):
         return "research use only, non-commercial"
     return "research use only"
@@ -84,7 +85,7 @@ def build_metadata(spec: PackageSpec, sha256: str = "") -> dict[str, Any]:
         "input": {"channels": int(spec.channels), "spacing_mm": [float(v) for v in spec.spacing_mm],
                   "patch": [int(v) for v in spec.patch], "divisor": [int(v) for v in spec.divisor],
                   "crop": spec.crop, "normalization": dict(spec.normalization)},
-        "output": {"kind": "logits"},
+        "output": {"kind": "logits", **({"class_groups": spec.output_groups} if spec.output_groups else {})},
         "network": dict(spec.network),
         "onnx": onnx_block,
         "parity": copy.deepcopy(spec.parity),

@@ -56,13 +56,18 @@ def _analytic_chest_hu(patch: Sequence[int], seed: int) -> np.ndarray:
     return hu + rng.normal(0.0, 20.0, hu.shape).astype(np.float32)
 
 
-def _phantom_hu(patch: Sequence[int], seed: int) -> np.ndarray | None:
-    """A window of the training package's phantom, when that package offers one."""
+def _phantom_hu(patch: Sequence[int], spacing_xyz: Sequence[float] | None, seed: int) -> np.ndarray | None:
+    """A whole synthetic chest drawn on exactly one window's grid (the training package's phantom)."""
     try:
-        from covseg.training.synthesis import phantom_window
+        from covseg.training.synthesis.config import PhantomConfig
+        from covseg.training.synthesis.phantom import make_phantom
     except ImportError:
         return None
-    return np.asarray(phantom_window(tuple(int(n) for n in patch), seed=seed), dtype=np.float32)
+    size_xyz = tuple(max(8, int(n)) for n in reversed(tuple(patch)))
+    config = PhantomConfig(seed=seed, size_xyz=size_xyz, spacing_xyz=tuple(spacing_xyz or (1.5, 1.5, 2.5)),
+                           lesions=("covid",), lesion_count=3)
+    hu = np.asarray(make_phantom(config).image.array, dtype=np.float32)
+    return hu[tuple(slice(0, int(n)) for n in patch)]
 
 
 def _nifti_hu(path: Path, patch: Sequence[int]) -> np.ndarray:
@@ -84,12 +89,13 @@ def _nifti_hu(path: Path, patch: Sequence[int]) -> np.ndarray:
 
 
 def real_like_input(channels: int, patch: Sequence[int], normalization: Mapping[str, Any], *,
-                    parity_data: Path | None = None, seed: int = 0) -> tuple[str, np.ndarray]:
+                    parity_data: Path | None = None, spacing_xyz: Sequence[float] | None = None,
+                    seed: int = 0) -> tuple[str, np.ndarray]:
     """(name, normalised (1, C, *patch) window) from --parity-data, the phantom, or the analytic chest."""
     if parity_data is not None:
         name, hu = f"nifti:{Path(parity_data).name}", _nifti_hu(Path(parity_data), patch)
     else:
-        phantom = _phantom_hu(patch, seed)
+        phantom = _phantom_hu(patch, spacing_xyz, seed)
         name, hu = ("phantom", phantom) if phantom is not None else ("analytic-chest", _analytic_chest_hu(patch, seed))
     window = normalise_hu(hu, normalization)
     return name, np.repeat(window[None, None], channels, axis=1).astype(np.float32)

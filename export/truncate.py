@@ -1,0 +1,85 @@
+"""Compact truncated models (seed 003, TruncatedTL) from a trained checkpoint.
+
+`covseg export --truncate K` keeps the trained encoder levels 0..K-1, drops the deeper ones and
+shortens the decoder to match. Building that network and loading the kept encoder weights is the
+training package's `truncated` strategy (covseg.training.strategies.Truncated, every key and shape
+checked); fine-tuning is its training loop (`covseg.training.loop.fit`). This module only wires
+them together for export:
+- with `finetune=RECIPE` (a training configuration: data, schedule), the truncated network is
+  fine-tuned from the checkpoint with strategy "truncated", cutoff K, and the fine-tuned weights
+  are exported (their own validation Dice becomes the package's metric);
+- without a recipe the shortened decoder has never been trained (its weights are random), so the
+  export is refused unless `allow_untrained` is set, and then the package says so in
+  provenance.truncation and carries no metrics (the full model's metrics do not apply to it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from covseg.errors import ModelPackageError
+
+
+def _check_cutoff(config: Any, k: int, folder: Path) -> None:
+    net = config.network
+    if net.truncate_at is not None:
+        raise ModelPackageError(f"checkpoint {folder} is already truncated at level {net.truncate_at}; "
+                                "export it without --truncate")
+    if not 2 <= k < len(net.features):
+        raise ModelPackageError(f"--truncate {k}: checkpoint {folder} has {len(net.features)} levels; "
+                                f"choose 2..{len(net.features) - 1} (levels kept)")
+
+
+def _untrained(folder: Path, k: int, checkpoint: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
+    from covseg.training.strategies import get_strategy
+
+    config = checkpoint.config
+    target = replace(config, strategy=replace(config.strategy, name="truncated", pretrained=str(folder), cutoff=k,
+                                              cutoff_convs=None))
+    prepared = get_strategy(target).prepare((config, checkpoint.model_state))
+    state = {key: value for key, value in checkpoint.state.items() if key not in ("history", "metrics")}
+    return prepared.model.eval(), replace(target, network=prepared.network), state
+
+
+def _finetuned(folder: Path, k: int, recipe: Path, work_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+    from covseg.training.checkpoint import load_checkpoint
+    from covseg.training.config import load_config
+    from covseg.training.loop import fit
+
+    base = load_config(recipe)
+    config = replace(base, strategy=replace(base.strategy, name="truncated", pretrained=str(folder), cutoff=k))
+    result = fit(config.validate(), out_dir=work_dir, resume=False)
+    state = dict(load_checkpoint(result.checkpoint).state)
+    return result.model.eval(), result.config, state
+
+
+def truncated_model(folder: Path, k: int, *, finetune: Path | None = None, allow_untrained: bool = False,
+                    work_dir: Path | None = None) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
+    """(network, configuration, training state, provenance extra) of the model truncated at K."""
+    from covseg.training.checkpoint import load_checkpoint
+
+    folder = Path(folder)
+    checkpoint = load_checkpoint(folder)
+    _check_cutoff(checkpoint.config, k, folder)
+    if finetune is None and not allow_untrained:
+        raise ModelPackageError(f"--truncate {k}: the shortened decoder of {folder} has not been trained; give "
+                                "--finetune RECIPE (a training configuration) to fine-tune it, or --allow-untrained "
+                                "to export it untrained")
+    truncation: dict[str, Any] = {"cutoff": k, "source_levels": len(checkpoint.config.network.features),
+                                  "source_checkpoint": str(folder)}
+    if finetune is None:
+        model, config, state = _untrained(folder, k, checkpoint)
+        truncation["decoder"] = "untrained (random initialisation; exported with --allow-untrained)"
+    else:
+        with contextlib.ExitStack() as stack:
+            where = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            model, config, state = _finetuned(folder, k, Path(finetune), where)
+        truncation["decoder"] = f"fine-tuned with the truncated strategy ({state.get('epoch', 0)} epochs)"
+        truncation["finetune_recipe"] = str(finetune)
+    return model, config, state, {"truncation": truncation}
