@@ -37,6 +37,8 @@ BODY_THRESHOLD_HU = -500.0
 BODY_MARGIN_MM = 10.0
 BODY_SCAN_STEP_MM = 4.0  # the body box is found on a subsampled grid: fast, the margin covers the step
 SPACING_TOLERANCE_MM = 1e-3
+MIXED = 255  # cell-map value of a model-grid cell whose corners disagree
+UNDO_CHUNK = 1 << 21  # input voxels examined at once in the undo (bounds its temporary arrays)
 Box = tuple[slice, slice, slice]
 
 
@@ -87,10 +89,20 @@ class Undo:
         return out
 
     def labels_on_input(self, probabilities: np.ndarray) -> np.ndarray:
-        """Class indices (argmax; ties to the lower index) on the input grid, uint8 (Z, Y, X)."""
+        """Class indices (argmax of the linearly resampled probabilities; ties to the lower index)
+        on the input grid, uint8 (Z, Y, X)."""
         probs = self._unpadded(probabilities)
-        if probs.shape[0] > 256:
+        if probs.shape[0] > MIXED:
             raise ValueError(f"{probs.shape[0]} classes do not fit uint8 labels")
+        out = np.zeros(self.input_geometry.shape_zyx, dtype=np.uint8)
+        if min(probs.shape[1:]) < 2:
+            out[self.crop_zyx] = self._labels_class_by_class(probs)
+        else:
+            out[self.crop_zyx] = self._labels_by_cells(probs)
+        return out
+
+    def _labels_class_by_class(self, probs: np.ndarray) -> np.ndarray:
+        """Reference path: every class resampled over the whole crop, running argmax."""
         best = self._class_on_crop(probs[0], 0)
         labels = np.zeros(best.shape, dtype=np.uint8)
         for k in range(1, probs.shape[0]):
@@ -99,9 +111,58 @@ class Undo:
             labels[better] = k
             np.maximum(best, candidate, out=best)
             del candidate, better
-        out = np.zeros(self.input_geometry.shape_zyx, dtype=np.uint8)
-        out[self.crop_zyx] = labels
-        return out
+        return labels
+
+    def _labels_by_cells(self, probs: np.ndarray) -> np.ndarray:
+        """Fast path, same result. A point's linear interpolation mixes the 8 corners of its
+        model-grid cell; when all 8 corners have the same argmax k, so has the mix (p_k >= p_j at
+        every corner, hence in any convex combination). Such points take k from a nearest-neighbour
+        lookup of a cell map; only points in mixed cells (near class boundaries) are interpolated,
+        class by class, with scipy's map_coordinates (order 1, edge values beyond the grid: what
+        SimpleITK's linear interpolator with nearest extrapolation computes)."""
+        labels = self._cells_on_crop(_cell_labels(np.argmax(probs, axis=0).astype(np.uint8)))
+        to_model = np.linalg.inv(self.model_geometry.affine_lps()) @ self.crop_geometry.affine_lps()
+        slices = max(1, UNDO_CHUNK // (labels.shape[1] * labels.shape[2]))
+        for z0 in range(0, labels.shape[0], slices):
+            slab = labels[z0:z0 + slices]
+            zyx = np.nonzero(slab == MIXED)
+            if not zyx[0].size:
+                continue
+            index_xyz1 = np.stack([zyx[2], zyx[1], zyx[0] + z0, np.ones_like(zyx[0])]).astype(np.float64)
+            coords = (to_model @ index_xyz1)[2::-1]  # continuous model (z, y, x) indices
+            best = np.full(zyx[0].size, -np.inf, dtype=np.float32)
+            chosen = np.zeros(zyx[0].size, dtype=np.uint8)
+            for k in range(probs.shape[0]):
+                value = ndimage.map_coordinates(probs[k], coords, order=1, mode="nearest", prefilter=False,
+                                                output=np.float32)
+                better = value > best
+                chosen[better] = k
+                np.maximum(best, value, out=best)
+            slab[zyx] = chosen
+        return labels
+
+    def _cells_on_crop(self, cells: np.ndarray) -> np.ndarray:
+        """The cell map (voxel centres at the model cells' centres) looked up by nearest neighbour."""
+        model = self.model_geometry
+        origin = np.asarray(model.origin) + model.direction_matrix @ (np.asarray(model.spacing) / 2.0)
+        cell_geometry = Geometry(size=(cells.shape[2], cells.shape[1], cells.shape[0]), spacing=model.spacing,
+                                 origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+                                 direction=model.direction)
+        box = self.crop_geometry
+        resampled = sitk.Resample(array_to_sitk(cells, cell_geometry), [int(v) for v in box.size], sitk.Transform(),
+                                  sitk.sitkNearestNeighbor, box.origin, box.spacing, box.direction, MIXED,
+                                  sitk.sitkUInt8, True)
+        return sitk.GetArrayFromImage(resampled)
+
+
+def _cell_labels(labels: np.ndarray) -> np.ndarray:
+    """For each cell of 2x2x2 neighbouring voxels: their common label, or MIXED."""
+    z, y, x = labels.shape
+    corner = labels[:-1, :-1, :-1]
+    same = np.ones(corner.shape, dtype=bool)
+    for dz, dy, dx in ((0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)):
+        same &= labels[dz:z - 1 + dz, dy:y - 1 + dy, dx:x - 1 + dx] == corner
+    return np.where(same, corner, np.uint8(MIXED)).astype(np.uint8)
 
 
 def crop_geometry(geometry: Geometry, box: Box) -> Geometry:
