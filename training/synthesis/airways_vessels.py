@@ -42,34 +42,47 @@ def lung_points(frame: Frame, lung: np.ndarray, rng: np.random.Generator) -> np.
 
 
 def grow_tree(root: np.ndarray, points: np.ndarray, r_root: float, r_min: float) -> Tree:
-    """Grow a tree from `root` into `points`; branches stop once thinner than `r_min`."""
-    starts: list[np.ndarray] = []
-    ends: list[np.ndarray] = []
-    r0: list[float] = []
-    r1: list[float] = []
-    stack = [(np.asarray(root, dtype=float), np.arange(len(points)), float(r_root))]
-    while stack:
-        start, index, radius = stack.pop()
-        territory = points[index]
-        centroid = territory.mean(axis=0)
-        if len(index) < 4 or radius * 0.79 < r_min:
-            starts.append(start)
-            ends.append(centroid)
-            r0.append(radius)
-            r1.append(0.6 * radius)
-            continue
+    """Grow a tree from `root` into `points`; branches stop once thinner than `r_min`.
+
+    Level-synchronous: every node of a generation is split at once with bincount sums and a batched
+    3x3 eigen-decomposition, so the cost is a few array passes per generation, not per branch.
+    """
+    segments: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    node = np.zeros(len(points), dtype=int)  # which current node supplies each point
+    start = np.asarray(root, dtype=float)[None, :]
+    radius = np.array([float(r_root)])
+    while len(points):
+        n = len(start)
+        count = np.bincount(node, minlength=n)
+        centroid = np.stack([np.bincount(node, points[:, a], n) for a in range(3)], axis=1) / count[:, None]
+        leaf = (count < 4) | (radius * 0.79 < r_min)
+        segments.append((start[leaf], centroid[leaf], radius[leaf], 0.6 * radius[leaf]))
+        inner = ~leaf
         end = start + LENGTH_FRACTION * (centroid - start)
-        starts.append(start)
-        ends.append(end)
-        r0.append(radius)
-        r1.append(0.95 * radius)
-        offsets = territory - centroid
-        _, vectors = np.linalg.eigh(offsets.T @ offsets)
-        first = offsets @ vectors[:, -1] < 0.0
-        for side in (first, ~first):
-            share = side.sum() / len(index)
-            stack.append((end, index[side], radius * share ** (1.0 / 3.0)))
-    return Tree(np.array(starts), np.array(ends), np.array(r0), np.array(r1))
+        segments.append((start[inner], end[inner], radius[inner], radius[inner]))
+        keep = inner[node]
+        points, node = points[keep], node[keep]
+        if not len(points):
+            break
+        # Renumber the inner nodes 0..m-1 and split each across the longest axis of its territory.
+        renumber = np.cumsum(inner) - 1
+        node = renumber[node]
+        m = int(inner.sum())
+        offsets = points - centroid[inner][node]
+        covariance = np.empty((m, 3, 3))
+        for a in range(3):
+            for b in range(a, 3):
+                covariance[:, a, b] = covariance[:, b, a] = np.bincount(node, offsets[:, a] * offsets[:, b], m)
+        axis = np.linalg.eigh(covariance)[1][:, :, -1]
+        child = 2 * node + (np.einsum("ij,ij->i", offsets, axis[node]) < 0.0)
+        child_count = np.bincount(child, minlength=2 * m)
+        present = child_count > 0
+        share = child_count / np.repeat(count[inner], 2)
+        start = np.repeat(end[inner], 2, axis=0)[present]
+        radius = (np.repeat(radius[inner], 2) * np.cbrt(share))[present]
+        node = (np.cumsum(present) - 1)[child]
+    starts, ends, r0, r1 = (np.concatenate(parts) for parts in zip(*segments, strict=True))
+    return Tree(starts, ends, r0, r1)
 
 
 @dataclass

@@ -90,6 +90,10 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     """Draw the phantom `config` describes (numpy + scipy only; seconds for 256x256x128)."""
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, config.seed]).spawn(5)]
     anatomy_rng, tree_rng, effusion_rng, lesion_rng, noise_rng = streams
+    if config.use_mosmed and "covid" in config.lesions:
+        from covseg.training.synthesis.mosmed_shapes import mask_files
+
+        mask_files(config.mosmed_dir)  # fail before the work when the masks are absent
     frame = Frame.for_grid(config.size_xyz, config.spacing_xyz)
     anatomy = build_anatomy(frame, anatomy_rng)
     add_bones(frame, anatomy.params, anatomy.hu)
