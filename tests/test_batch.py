@@ -66,7 +66,8 @@ def test_ten_studies_two_broken_give_eight_ok_two_failed_exit_8(tmp_path: Path, 
         assert row["structures.liver.volume_ml"] == ""  # null stays null, with its reason
         assert "liver model not run" in row["reasons"]
         assert row["models"] == "fake-lung;fake-infection" and row["model_sha256"] == f"{'a' * 64};{'b' * 64}"
-        assert row["key"].startswith("file-case_") and (out / "studies" / row["key"] / "done.json").is_file()
+        assert row["key"].startswith("file-") and "case" not in row["key"]
+        assert (out / "studies" / row["key"] / "done.json").is_file()
     assert sum(calls_per_key(calls).values()) == 10
 
 
@@ -172,7 +173,22 @@ def test_csv_list_gives_longitudinal_deltas(tmp_path: Path, calls: Path) -> None
     assert [r["days_since_previous"] for r in seven] == ["", "10", "10"]
     assert float(seven[1]["relative_volume_change_percent"]) == pytest.approx(200.0)
     assert len(rows) == 4 and "MRN" not in (out / "summary.csv").read_text()  # pseudonyms only
-    assert all(p.startswith("P-") for p in patients) and len(set(patients)) == 2
+    assert all(p.startswith("anon-") for p in patients) and len(set(patients)) == 2
+
+
+def test_anonymize_withholds_paths_names_and_dates_but_keeps_follow_up_intervals(tmp_path: Path,
+                                                                                 calls: Path) -> None:
+    paths = make_studies(tmp_path / "in", 3)
+    listing = write_list(tmp_path / "list.csv", [
+        {"path": str(p), "patient_id": "MRN-7", "study_date": f"2020-03-{1 + 5 * i:02d}"} for i, p in enumerate(paths)])
+    out = tmp_path / "out"
+    assert batch(str(listing), "--out", str(out), "--anonymize") == 0
+    text = "".join((out / name).read_text() for name in ("summary.csv", "longitudinal.csv"))
+    assert "case_0" not in text and "2020" not in text and "MRN" not in text and str(tmp_path) not in text
+    assert not any("case" in p.name for p in (out / "studies").iterdir())
+    rows = read_rows(out / "longitudinal.csv")
+    assert [r["days_since_first"] for r in rows] == ["0", "5", "10"]
+    assert [r["delta_volume_ml"] for r in rows] == ["", "20.0", "20.0"]
 
 
 def test_longitudinal_deltas_on_known_values() -> None:
@@ -191,6 +207,7 @@ def test_longitudinal_deltas_on_known_values() -> None:
     assert [r.get("delta_volume_ml") for r in table] == [None, 20.0, 30.0, None, 10.0]
     assert [r.get("delta_percent_points") for r in table] == [None, 0.5, 0.5, None, 0.25]
     assert [r.get("days_since_previous") for r in table] == [None, 4, 6, None, 7]
+    assert [r["days_since_first"] for r in table] == [0, 4, 10, 0, 7]
     assert table[1]["relative_volume_change_percent"] == pytest.approx(20.0)
     assert table[2]["relative_volume_change_percent"] == pytest.approx(25.0)
     assert table[4]["relative_volume_change_percent"] is None  # from 0 ml a ratio has no meaning

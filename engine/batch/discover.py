@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from covseg.engine.batch.keys import FILE_SUFFIXES, disambiguate, study_key
+from covseg.engine.batch.keys import disambiguate, study_key
 from covseg.errors import InputError
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)

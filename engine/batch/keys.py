@@ -6,8 +6,9 @@ machines or shards, or resume and merge would not find earlier work:
 - DICOM series: ``dicom-`` + the first 20 hex digits of sha256(SeriesInstanceUID). The UID is the
   series' identity wherever its files lie (moving or copying the input keeps the key); hashing
   gives a fixed-length, filesystem-safe name (UIDs may be 64 characters).
-- Files (NIfTI, NRRD, MHA): ``file-<stem>-`` + the first 12 hex digits of sha256(resolved path).
-  The stem keeps keys readable; the path hash separates equal names in different folders.
+- Files (NIfTI, NRRD, MHA): ``file-`` + the first 20 hex digits of sha256(resolved path). Not the
+  file name: clinical exports often name files after the patient, and keys appear in folder names
+  and progress logs, which `--anonymize` must keep free of identifiers (the table has the name).
 
 Collisions: the same SeriesInstanceUID found in two places (a copy of a series, or a series the
 reader splits into stacks) would share a key; `disambiguate` then appends a hash of each one's
@@ -23,29 +24,16 @@ from pathlib import Path
 
 from covseg.errors import CovsegError
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_stem(path: Path) -> str:
-    """The name without the image suffix (``case.nii.gz`` -> ``case``)."""
-    name = path.name
-    for suffix in FILE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def study_key(*, series_uid: str | None, path: Path) -> str:
     """The stable key of a DICOM series (by UID) or of an image file (by resolved path)."""
     if series_uid:
         return f"dicom-{_sha(series_uid)[:20]}"
-    stem = _SAFE.sub("_", file_stem(path)).strip("_.")[:32] or "study"
-    return f"file-{stem}-{_sha(str(path.resolve()))[:12]}"
+    return f"file-{_sha(str(path.resolve()))[:20]}"
 
 
 def disambiguate(keys: list[str], paths: list[Path]) -> list[str]:

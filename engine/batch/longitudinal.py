@@ -15,7 +15,8 @@ from typing import Any
 Row = dict[str, Any]
 VOLUME = "infection.volume_ml"
 PERCENT = "infection.percent_of_lungs"
-COLUMNS = ["patient_id", "follow_up", "key", "study_date", "days_since_previous", "infection_volume_ml",
+COLUMNS = ["patient_id", "follow_up", "key", "study_date", "days_since_first", "days_since_previous",
+           "infection_volume_ml",
            "infection_percent_of_lungs", "delta_volume_ml", "delta_percent_points", "relative_volume_change_percent"]
 
 
@@ -44,7 +45,9 @@ def longitudinal_rows(rows: list[Row]) -> list[Row]:
         for index, row in enumerate(studies):
             volume, percent = _number(row.get(VOLUME)), _number(row.get(PERCENT))
             entry: Row = {"patient_id": patient, "follow_up": index, "key": row["key"],
-                          "study_date": row["study_date"], "infection_volume_ml": volume,
+                          "study_date": row["study_date"],
+                          "days_since_first": _days(str(row["study_date"]), str(studies[0]["study_date"])),
+                          "infection_volume_ml": volume,
                           "infection_percent_of_lungs": percent}
             if previous is not None:
                 before_volume = _number(previous.get(VOLUME))

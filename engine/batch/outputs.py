@@ -8,14 +8,12 @@ from typing import Any
 
 from covseg.engine.batch.atomic import clean_stale, write_text_atomic
 from covseg.engine.batch.longitudinal import COLUMNS, longitudinal_rows
-from covseg.engine.batch.summary import Row, write_csv, write_parquet
+from covseg.engine.batch.summary import WITHHELD, Row, write_csv, write_parquet
 
 OUTPUT_NAMES = ("summary.csv", "summary.parquet", "longitudinal.csv", "summary.png")
 
 
-def write_longitudinal(rows: list[Row], target: Path) -> list[Row]:
-    table = longitudinal_rows(rows)
-
+def write_longitudinal(table: list[Row], target: Path) -> None:
     def write(handle: Any) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -23,17 +21,24 @@ def write_longitudinal(rows: list[Row], target: Path) -> list[Row]:
             writer.writerow({k: "" if entry.get(k) is None else entry[k] for k in COLUMNS})
 
     write_text_atomic(target, write)
-    return table
 
 
-def write_outputs(rows: list[Row], out: Path, *, plot: bool = True) -> None:
-    """summary.csv (+ .parquet with pyarrow), longitudinal.csv and summary.png, each atomically."""
+def write_outputs(rows: list[Row], out: Path, *, plot: bool = True, withhold: bool = False) -> None:
+    """summary.csv (+ .parquet with pyarrow), longitudinal.csv and summary.png, each atomically.
+
+    withhold (--anonymize): paths, file names and dates are left out of every table; follow-ups are
+    still ordered by the real dates and keep their intervals in days.
+    """
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUT_NAMES:
         clean_stale(out, name)
+    table = longitudinal_rows(rows)
+    if withhold:
+        rows = [{**row, **dict.fromkeys(WITHHELD)} for row in rows]
+        table = [{**entry, "study_date": None} for entry in table]
     write_csv(rows, out / "summary.csv")
     write_parquet(rows, out / "summary.parquet")
-    table = write_longitudinal(rows, out / "longitudinal.csv")
+    write_longitudinal(table, out / "longitudinal.csv")
     if plot:
         from covseg.engine.batch.plots import write_plot
 

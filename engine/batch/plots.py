@@ -6,7 +6,6 @@ state is touched; the PNG is written atomically like every other batch output.
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,17 +45,15 @@ def _trajectories(axis: Any, longitudinal: list[Row]) -> None:
     for row in longitudinal:
         series[str(row["patient_id"])].append(row)
     for patient, rows in sorted(series.items()):
-        points = [(_dt.date.fromisoformat(str(r["study_date"])), r["infection_percent_of_lungs"])
+        points = [(r["days_since_first"], r["infection_percent_of_lungs"])
                   for r in rows if r["infection_percent_of_lungs"] is not None]
         if len(points) > 1:
             axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=patient)
-    axis.set_xlabel("study date")
+    axis.set_xlabel("days since the patient's first study")
     axis.set_ylabel("infection, % of lung volume")
     axis.set_title("follow-ups per patient")
     if len(series) <= 12:
         axis.legend(fontsize=7)
-    for label in axis.get_xticklabels():
-        label.set_rotation(30)
 
 
 def write_plot(rows: list[Row], longitudinal: list[Row], target: Path) -> None:

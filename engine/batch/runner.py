@@ -209,7 +209,7 @@ def rebuild(studies: list[Study], options: BatchOptions, *, plot: bool) -> list[
     keep = bool(options.infer_options.get("keep_identifiers"))
     anonymize = bool(options.infer_options.get("anonymize"))
     rows = [study_row(s, folder / s.key, keep_identifiers=keep, anonymize=anonymize) for s in studies]
-    write_outputs(rows, options.out, plot=plot)
+    write_outputs(rows, options.out, plot=plot, withhold=anonymize)
     return rows
 
 

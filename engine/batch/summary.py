@@ -10,7 +10,6 @@ fields sorted by name, so shards and merges agree on the column order.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,12 +33,8 @@ _RUNTIME = [f"runtime.seconds.{s}" for s in ("read", "preprocess", "inference", 
 _RUNTIME += ["runtime.peak_memory_mb", "runtime.device", "runtime.threads"]
 FIXED = IDENTITY + _STRUCTURES + _INFECTION + _RUNTIME
 TEXT_COLUMNS = {*IDENTITY, "runtime.device"}
+WITHHELD = ("input_path", "file_name", "study_date")  # with --anonymize, as infer withholds them in reports
 STATUS_RANK = {"ok": 0, "failed": 1, "skipped": 2}
-
-
-def pseudonym(patient_id: str) -> str:
-    """A stable pseudonym: the same patient maps to the same id in every batch and shard."""
-    return "P-" + hashlib.sha256(f"covseg-patient:{patient_id}".encode()).hexdigest()[:12]
 
 
 def flatten(prefix: str, value: Any, into: Row) -> None:
@@ -52,10 +47,12 @@ def flatten(prefix: str, value: Any, into: Row) -> None:
 
 
 def _patient(study: Study, report: dict[str, Any] | None, keep_identifiers: bool, anonymize: bool) -> str | None:
+    """The PatientID (a CSV's patient_id first) as infer's report writes it: its salted pseudonym
+    (same salt, COVSEG_PSEUDONYM_SALT, so batch and report ids agree), raw only when kept."""
+    from covseg.engine.report import pseudonym
+
     if study.patient_id:
-        if keep_identifiers:
-            return study.patient_id
-        return None if anonymize and study.kind == "dicom" else pseudonym(study.patient_id)
+        return study.patient_id if keep_identifiers and not anonymize else pseudonym(study.patient_id)
     value = ((report or {}).get("input") or {}).get("patient")
     return str(value) if value else None
 
