@@ -8,6 +8,7 @@ top level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydicom import Dataset
@@ -142,13 +143,29 @@ def _enhanced_frames(file: DicomFile) -> list[Frame]:
     return frames
 
 
+def _set_aside(
+    files: list[DicomFile], warnings: list[str], what: str, test: Callable[[DicomFile], bool]
+) -> list[DicomFile]:
+    """Drop the files `test` picks, with a warning, unless that would leave nothing (then keep all)."""
+    odd = [f for f in files if test(f)]
+    if not odd or len(odd) == len(files):
+        return files
+    warnings.append(f"ignored {len(odd)} {what}, e.g. {odd[0].name}")
+    return [f for f in files if not test(f)]
+
+
 def series_frames(files: list[DicomFile]) -> tuple[list[Frame], list[str]]:
-    """All frames of the chosen series' files, skipping localizers and truncated files with a warning."""
+    """All frames of the chosen series' files; localizers, derived or secondary-capture images mixed
+    into original slices, and truncated files are left out with a warning."""
     warnings: list[str] = []
-    localizers = [f for f in files if f.is_localizer]
-    if localizers and len(localizers) < len(files):
-        warnings.append(f"ignored {len(localizers)} localizer image(s), e.g. {localizers[0].name}")
-        files = [f for f in files if not f.is_localizer]
+    files = _set_aside(files, warnings, "localizer image(s)", lambda f: f.is_localizer)
+    files = _set_aside(
+        files, warnings, "secondary capture(s)", lambda f: f.sop_class.startswith(SECONDARY_CAPTURE_PREFIX)
+    )
+    if any(f.image_type[:1] == ("ORIGINAL",) for f in files):
+        files = _set_aside(
+            files, warnings, "DERIVED image(s) among ORIGINAL slices", lambda f: f.image_type[:1] == ("DERIVED",)
+        )
     frames: list[Frame] = []
     truncated: list[str] = []
     for file in files:

@@ -29,6 +29,16 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 NON_IMAGE_MODALITIES = frozenset(
     {"SR", "PR", "KO", "DOC", "REG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "AU", "ECG", "HD", "FID", "PLAN"}
 )
+NON_IMAGE_CLASSES = (
+    "1.2.840.10008.1.3.10",  # DICOMDIR
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key objects
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, registration, fiducials
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+)
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
 # Third-party parsers raise many exception types on corrupt bytes; these are the ones a damaged
@@ -187,7 +197,8 @@ def read_header(path: Path, name: str, opener: Callable[[], IO[bytes]] | None = 
     if "file_meta" not in dataset.__dict__ or dataset.file_meta is None:
         dataset.file_meta = FileMetaDataset()
     modality = str(dataset.get("Modality", "") or "").upper()
-    if at_end and modality not in NON_IMAGE_MODALITIES:
+    sop_class = str(dataset.file_meta.get("MediaStorageSOPClassUID", "") or dataset.get("SOPClassUID", "") or "")
+    if at_end and modality not in NON_IMAGE_MODALITIES and not sop_class.startswith(NON_IMAGE_CLASSES):
         # pydicom stops quietly at the end of a cut file; an image header must reach its pixel data
         raise InputError(f"{name} is truncated (the file ends before its pixel data, at byte {header_bytes})")
     return DicomFile(path=path, name=name, dataset=dataset, header_bytes=header_bytes)

@@ -217,6 +217,23 @@ def extra_slice(new_name: str, **fields: Any) -> Callable[[Path], None]:
     return change
 
 
+def non_image(name: str, sop_class: str, modality: str | None) -> Callable[[Path], None]:
+    """Change: add a DICOM object without pixel data (report, DICOMDIR) beside the slices."""
+
+    def change(folder: Path) -> None:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPInstanceUID = uid(name)
+        if modality is not None:
+            ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, uid(name), modality
+            ds.SeriesInstanceUID, ds.StudyInstanceUID = uid(f"series-{name}"), uid("study")
+        ds.save_as(folder / name, implicit_vr=False, little_endian=True, enforce_file_format=True)
+
+    return change
+
+
 def setter(**fields: Any) -> Mutate:
     def mutate(k: int, ds: Dataset) -> None:
         for key, value in fields.items():
@@ -463,6 +480,36 @@ CASES: list[Case] = [
     Case("single_slice", "a series of one slice", _single, ("only 1 slice", "a000.dcm")),
     Case(
         "mixed_matrix_sizes", "one slice 14x10 among 12x10 slices", series(_mixed_matrix), ("mixed matrix", "a002.dcm")
+    ),
+    Case(
+        "derived_mixed_in",
+        "a DERIVED\\SECONDARY image at the position of slice 2",
+        then(
+            series(),
+            extra_slice("derived.dcm", ImageType=["DERIVED", "SECONDARY", "AXIAL"], ImagePositionPatient=[-5, -4, 15]),
+        ),
+        ("DERIVED", "derived.dcm"),
+        "warning",
+    ),
+    Case(
+        "secondary_capture_mixed_in",
+        "a Secondary Capture image (same geometry) among the slices",
+        then(
+            series(),
+            extra_slice("capture.dcm", SOPClassUID="1.2.840.10008.5.1.4.1.1.7", ImagePositionPatient=[-5, -4, 15]),
+        ),
+        ("secondary capture", "capture.dcm"),
+        "warning",
+    ),
+    Case(
+        "report_and_dicomdir_beside_series",
+        "a structured report and a DICOMDIR (no pixel data) beside the slices",
+        then(
+            then(series(), non_image("report.dcm", "1.2.840.10008.5.1.4.1.1.88.11", "SR")),
+            non_image("DICOMDIR", "1.2.840.10008.1.3.10", None),
+        ),
+        (),
+        "read",
     ),
     # --- geometry
     Case(
