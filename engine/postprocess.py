@@ -15,7 +15,7 @@ Pure numpy/scipy functions. Conventions stated once here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,25 +122,57 @@ def _lps_x_plane(geometry: Geometry, shape: tuple[int, ...], z: int, offset: tup
 
 
 def bounding_box(mask: np.ndarray, margin: tuple[int, int, int] = (0, 0, 0)) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of a mask grown by `margin` voxels per axis; None when empty."""
-    found = ndimage.find_objects(mask.astype(np.uint8, copy=False))
-    if not found or found[0] is None:
-        return None
-    return tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
-                 for s, m, n in zip(found[0], margin, mask.shape, strict=True))
+    """Slices of the bounding box of a mask grown by `margin` voxels per axis; None when empty.
+
+    From the three axis projections (np.any): several times faster than ndimage.find_objects.
+    """
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(np.any(mask, axis=others))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - margin[axis], 0), min(int(hits[-1]) + 1 + margin[axis], mask.shape[axis])))
+    return tuple(box)
+
+
+def centroid(mask: np.ndarray) -> np.ndarray:
+    """(z, y, x) centre of mass of a boolean mask, from axis projections (no full-size index grids)."""
+    total = float(np.count_nonzero(mask))
+    out = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        profile = np.count_nonzero(mask, axis=others)
+        out.append(float(profile @ np.arange(mask.shape[axis])) / total)
+    return np.asarray(out)
+
+
+def label_mask(labels: np.ndarray, values: Iterable[int]) -> np.ndarray:
+    """Boolean mask of voxels whose label is one of `values` (a contiguous range is two comparisons,
+    several times faster than np.isin or a lookup table on large volumes)."""
+    wanted = sorted(set(int(v) for v in values))
+    if wanted == list(range(wanted[0], wanted[-1] + 1)):
+        return (labels >= wanted[0]) & (labels <= wanted[-1])
+    return np.isin(labels, wanted)
 
 
 # --- components and holes -----------------------------------------------------------------
 def largest_components(mask: np.ndarray, count: int = 1, *, min_fraction: float = 0.0,
                        structure: np.ndarray = FACE) -> list[np.ndarray]:
     """The `count` largest connected components (largest first) at least `min_fraction` of the largest."""
-    labelled, n = ndimage.label(mask, structure=structure)
-    if n == 0:
+    box = bounding_box(mask)
+    if box is None:
         return []
+    labelled, _ = ndimage.label(mask[box], structure=structure)
     sizes = np.bincount(labelled.ravel())[1:]
     order = np.argsort(sizes)[::-1][:count]
     keep = [i for i in order if sizes[i] >= min_fraction * sizes[order[0]]]
-    return [labelled == (i + 1) for i in keep]
+    parts = []
+    for i in keep:
+        part = np.zeros(mask.shape, dtype=bool)
+        part[box] = labelled == (i + 1)
+        parts.append(part)
+    return parts
 
 
 def _fill(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -150,11 +182,13 @@ def _fill(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     faster than its iterative propagation, and it fills every slice at once with a 2-D structure.
     """
     padded = np.pad(~mask, 1, constant_values=True)
-    labelled, _ = ndimage.label(padded, structure=structure)
-    border = np.zeros_like(padded)
-    border[1:-1, 1:-1, 1:-1] = True
-    outside = np.unique(labelled[~border])
-    holes = ~np.isin(labelled, outside)
+    labelled, n = ndimage.label(padded, structure=structure)
+    border = np.ones_like(padded)
+    border[1:-1, 1:-1, 1:-1] = False
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[labelled[border]] = True
+    outside[0] = True  # label 0 is the mask itself
+    holes = ~outside[labelled]
     return mask | holes[1:-1, 1:-1, 1:-1]
 
 
@@ -229,7 +263,7 @@ def _side_by_gap(region: np.ndarray, geometry: Geometry) -> np.ndarray | None:
 
 
 def _centroid_lps_x(mask: np.ndarray, geometry: Geometry) -> float:
-    return float(lps_x_of_points(geometry, np.asarray(ndimage.center_of_mass(mask))))
+    return float(lps_x_of_points(geometry, centroid(mask)))
 
 
 def split_lungs(region: np.ndarray, geometry: Geometry, *, left_hint: np.ndarray | None = None,
@@ -266,9 +300,8 @@ def split_lungs(region: np.ndarray, geometry: Geometry, *, left_hint: np.ndarray
 def split_infection_by_hu(infection: np.ndarray, hu: np.ndarray, threshold_hu: float) -> np.ndarray:
     """Label values of infection voxels: consolidation at or above the threshold, ground glass below."""
     out = np.zeros(infection.shape, dtype=np.uint8)
-    dense = hu >= threshold_hu
-    out[infection & dense] = int(Label.INFECTION_CONSOLIDATION)
-    out[infection & ~dense] = int(Label.INFECTION_GROUND_GLASS)
+    out[infection] = np.where(hu[infection] >= threshold_hu, np.uint8(Label.INFECTION_CONSOLIDATION),
+                              np.uint8(Label.INFECTION_GROUND_GLASS))
     return out
 
 
@@ -298,8 +331,9 @@ def postprocess(masks: StructureMasks, hu: np.ndarray, geometry: Geometry,
     elif masks.lung is None and masks.infection is not None:
         infection = masks.infection  # no lung model: nothing to confine the infection to
     if infection.any():
-        split = split_infection_by_hu(infection, hu, options.consolidation_threshold_hu)
-        labels[infection] = split[infection]
+        dense = hu[infection] >= options.consolidation_threshold_hu
+        labels[infection] = np.where(dense, np.uint8(Label.INFECTION_CONSOLIDATION),
+                                     np.uint8(Label.INFECTION_GROUND_GLASS))
     if masks.liver is not None and masks.liver.any():
         liver = largest_components(masks.liver & ~lungs, 1)
         if liver:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from covseg.engine.geometry import Geometry
-from covseg.engine.postprocess import FULL, bounding_box, lps_x_of_points
+from covseg.engine.postprocess import FULL, bounding_box, centroid, label_mask, lps_x_of_points
 from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU, INFECTION_LABELS, Label
 
 DEFAULT_MIN_LESION_ML = 0.1
@@ -48,7 +48,7 @@ def _ml(count: int, geometry: Geometry) -> float:
 
 def infection_sides(labels: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
     """(left, right) boolean masks of the infection voxels, assigned lesion by lesion (see module doc)."""
-    infection = np.isin(labels, [int(v) for v in INFECTION_LABELS])
+    infection = label_mask(labels, [int(v) for v in INFECTION_LABELS])
     left = np.zeros(labels.shape, dtype=bool)
     right = np.zeros(labels.shape, dtype=bool)
     box = bounding_box(infection, (1, 1, 1))
@@ -60,15 +60,14 @@ def infection_sides(labels: np.ndarray, geometry: Geometry) -> tuple[np.ndarray,
     touch_left = np.bincount(grown[crop == int(Label.LUNG_LEFT)], minlength=n + 1)
     touch_right = np.bincount(grown[crop == int(Label.LUNG_RIGHT)], minlength=n + 1)
     offset = np.asarray([s.start for s in box], dtype=float)
-    lungs = np.isin(labels, [int(Label.LUNG_LEFT), int(Label.LUNG_RIGHT)])
-    midpoint = float(lps_x_of_points(geometry, np.asarray(ndimage.center_of_mass(lungs)))) if lungs.any() else 0.0
-    centroids = ndimage.center_of_mass(infection[box], components, range(1, n + 1))
-    is_left = np.zeros(n + 1, dtype=bool)
-    for i in range(1, n + 1):
-        if touch_left[i] != touch_right[i]:
-            is_left[i] = touch_left[i] > touch_right[i]
-        else:
-            is_left[i] = float(lps_x_of_points(geometry, np.asarray(centroids[i - 1]) + offset)) > midpoint
+    lungs = label_mask(labels, [int(Label.LUNG_LEFT), int(Label.LUNG_RIGHT)])
+    midpoint = float(lps_x_of_points(geometry, centroid(lungs))) if lungs.any() else 0.0
+    is_left = touch_left > touch_right
+    ties = [i for i in range(1, n + 1) if touch_left[i] == touch_right[i]]
+    if ties:  # lesions touching no lung (or both equally): by the side of their centroid
+        centroids = ndimage.center_of_mass(infection[box], components, ties)
+        for i, c in zip(ties, centroids, strict=True):
+            is_left[i] = float(lps_x_of_points(geometry, np.asarray(c) + offset)) > midpoint
     side = is_left[components] & (components > 0)
     left[box] = side
     right[box] = (components > 0) & ~side
@@ -77,7 +76,10 @@ def infection_sides(labels: np.ndarray, geometry: Geometry) -> tuple[np.ndarray,
 
 def lesion_count(infection: np.ndarray, geometry: Geometry, min_lesion_ml: float) -> int:
     """Number of 26-connected infection components of at least `min_lesion_ml`."""
-    components, n = ndimage.label(infection, structure=FULL)
+    box = bounding_box(infection)
+    if box is None:
+        return 0
+    components, n = ndimage.label(infection[box], structure=FULL)
     if n == 0:
         return 0
     sizes = np.bincount(components.ravel())[1:]
