@@ -13,6 +13,7 @@ Run: nice python benchmarks/batch.py [--studies 6] [--real 4] [--out docs/benchm
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+SPACING = (1.9, 1.9, 4.5)  # the sample study's grid (covseg sample defaults: 192x192x64 voxels)
 REAL = REPO.parent / "shared" / "data" / "lungdx_a0001_chest_ct" / "series2_5mm_kernel_L"
 
 
@@ -31,7 +33,8 @@ NOTES = """## How `covseg batch` works (what the numbers include)
 - **Work unit and key.** Each DICOM series (grouped by the reader's own header scan), each NIfTI/NRRD/MHA
   file and each series inside a zip is a study, written to `DIR/studies/<key>/` exactly as `covseg infer`
   writes it. DICOM key: `dicom-` + 20 hex digits of sha256(SeriesInstanceUID) (moving or copying the data
-  keeps it); file key: `file-<stem>-` + 12 hex digits of sha256(resolved path). The same UID given twice
+  keeps it); file key: `file-` + 20 hex digits of sha256(resolved path) (not the name, which may identify
+  the patient; keys appear in folder names and logs). The same UID given twice
   (two copies passed as inputs) gets a path-hash suffix on every member, so keys stay unique and depend
   only on the inputs.
 - **Resume.** After the task has written the study folder (atomically), `done.json` is written
@@ -47,8 +50,9 @@ NOTES = """## How `covseg batch` works (what the numbers include)
   the studies it held ("rerun with --resume").
 - **Tables** (`summary.csv`, `summary.parquet` with pyarrow, `longitudinal.csv`, `summary.png`) are
   rebuilt from the records at the end of every run (and every 5 minutes during long runs), each written
-  to a temporary file and renamed. Patient ids are pseudonyms (`P-` + 12 hex of a sha256), the same in
-  every shard, unless `--keep-identifiers`.
+  to a temporary file and renamed. Patient ids are infer's salted pseudonyms (`anon-` + 16 hex;
+  `COVSEG_PSEUDONYM_SALT`), the same in every shard and report, unless `--keep-identifiers`;
+  `--anonymize` also leaves paths, file names and dates out (follow-ups keep their day intervals).
 - **Scale-out.** `--shard K/N` keeps the studies with `sha256(key) mod N = K-1` (stable under any input
   order, for SLURM/Kubernetes job arrays: every shard discovers the same studies and runs its part);
   `covseg batch-merge DIR... --out M` unions the shard tables (a study present twice keeps its best row).
@@ -76,20 +80,33 @@ def models(folder: Path) -> tuple[list[str], str]:
         return [str(p.path) for p in shipped], f"shipped packages ({names})"
     from model_factory import make_package
 
-    paths = [str(make_package(folder, kind, spacing_mm=(1.5, 1.5, 2.5), patch=(32, 64, 64)))
-             for kind in ("lung", "infection", "liver")]
-    return paths, ("analytic test packages (tests/model_factory.py: lung, infection, liver; HU-band ONNX graphs, "
-                   "patch 32x64x64 at 1.5x1.5x2.5 mm): no trained package exists yet")
+    paths = [str(make_package(folder, "lung", spacing_mm=(3.0, 3.0, 3.0), patch=(32, 64, 64)))]
+    paths += [str(make_package(folder, kind, spacing_mm=SPACING, patch=(32, 96, 96)))
+              for kind in ("infection", "liver")]
+    return paths, ("analytic test packages of tests/model_factory.py (HU-band ONNX graphs, no trained package "
+                   "exists yet): lung at 3 mm, patch 32x64x64; infection and liver at 1.9x1.9x4.5 mm, patch "
+                   "32x96x96; so the figures are the engine's own cost (read, resample, sliding window "
+                   "bookkeeping, postprocess, quantify, write NIfTI/SEG/preview), not network time")
 
 
-def phantom_studies(folder: Path, count: int, shape: tuple[int, int, int]) -> None:
-    from test_batch_support import analytic_chest
-
+def phantom_studies(folder: Path, count: int, size_xyz: tuple[int, int, int]) -> str:
+    """`count` phantom chests as DICOM series; returns how they were made."""
     from covseg.training.synthesis.dicom_series import write_dicom_series
 
+    try:
+        from covseg.training.synthesis.config import PhantomConfig
+        from covseg.training.synthesis.phantom import make_phantom
+    except ImportError:
+        make_phantom = None
     for index in range(count):
-        volume, _ = analytic_chest(shape, (1.5, 1.5, 2.5), lesion_radius_mm=10.0 + 2 * index)
-        write_dicom_series(volume, folder / f"study_{index:02d}", uid_seed=f"bench-{index}")
+        if make_phantom is not None:
+            image = make_phantom(PhantomConfig(seed=index, size_xyz=size_xyz, spacing_xyz=SPACING)).image
+        else:
+            from test_batch_support import analytic_chest
+
+            image, _ = analytic_chest(size_xyz[::-1], SPACING, lesion_radius_mm=10.0 + 2 * index)
+        write_dicom_series(image, folder / f"study_{index:02d}", uid_seed=f"bench-{index}")
+    return "procedural phantom (covseg.training.synthesis)" if make_phantom is not None else "analytic chest"
 
 
 def real_studies(folder: Path, count: int) -> None:
@@ -130,21 +147,23 @@ def table(title: str, rows: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--studies", type=int, default=6)
-    parser.add_argument("--shape", type=int, nargs=3, default=(96, 192, 192), metavar=("Z", "Y", "X"))
+    parser.add_argument("--size", type=int, nargs=3, default=(192, 192, 64), metavar=("X", "Y", "Z"))
     parser.add_argument("--real", type=int, default=0, help="copies of the real chest CT to run (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "batch.md")
     args = parser.parse_args()
     from covseg.engine.batch.runner import available_cores
 
+    load = os.getloadavg()[0]
+
     sections: list[str] = []
     with tempfile.TemporaryDirectory(prefix="covseg-bench-batch-") as temp:
         root = Path(temp)
         model_paths, which = models(root / "models")
-        phantom_studies(root / "phantoms", args.studies, tuple(args.shape))
+        made = phantom_studies(root / "phantoms", args.studies, tuple(args.size))
         rows = [measure(root / "phantoms", root / f"out{w}", w, model_paths) for w in (1, 2)]
-        shape = "x".join(str(s) for s in reversed(args.shape))
-        sections += table(f"Phantom chests ({args.studies} DICOM series, {shape} voxels (x, y, z), "
-                          "1.5x1.5x2.5 mm)", rows)
+        size = "x".join(str(s) for s in args.size)
+        sections += table(f"Sample-sized studies: {args.studies} DICOM series of the {made}, {size} voxels, "
+                          "1.9x1.9x4.5 mm", rows)
         if args.real and REAL.is_dir():
             real_studies(root / "real", args.real)
             rows = [measure(root / "real", root / f"real{w}", w, model_paths) for w in (1, 2)]
@@ -154,7 +173,9 @@ def main() -> None:
         "Written by `benchmarks/batch.py`; rerun it to refresh. Studies per hour = completed studies / wall time "
         "of the whole batch (discovery, resume check, every study, summary tables), measured on "
         f"{available_cores()} cores ({platform.processor() or platform.machine()}, Python "
-        f"{platform.python_version()}), local backend, `--device cpu`, threads per worker = cores / workers.", "",
+        f"{platform.python_version()}), local backend, `--device cpu`, threads per worker = cores / workers. "
+        f"The machine is shared (1-minute load average {load:.1f} when the run started), so "
+        "absolute figures are pessimistic; 1 vs 2 workers were measured back to back.", "",
         f"Models: {which}.", "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

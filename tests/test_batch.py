@@ -152,6 +152,8 @@ def test_bad_shard_and_missing_input_are_user_errors(tmp_path: Path) -> None:
     assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--shard", "x") == 2
     assert batch(str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")) == 3
     assert batch(str(tmp_path / "in" / "*.nrrd"), "--out", str(tmp_path / "o")) == 3
+    (tmp_path / "empty").mkdir()
+    assert batch(str(tmp_path / "empty"), "--out", str(tmp_path / "o")) == 3
 
 
 def test_csv_list_gives_longitudinal_deltas(tmp_path: Path, calls: Path) -> None:

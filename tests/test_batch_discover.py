@@ -94,3 +94,16 @@ def test_shards_partition_keys_deterministically() -> None:
     assert shards == [shard_of(k, 4) for k in keys] and set(shards) == {1, 2, 3, 4}
     assert min(shards.count(i) for i in (1, 2, 3, 4)) > 40  # a hash partition spreads the work
     assert parse_shard(" 2/ 8") == (2, 8)
+
+
+@pytest.mark.realdata
+def test_real_chest_ct_folder_gives_its_two_ct_series(shared_data: Path) -> None:
+    root = shared_data / "lungdx_a0001_chest_ct"
+    studies = discover([str(root)])
+    expected = [("dicom", "CT", 64, "2007-04-04")] * 2
+    assert [(s.kind, s.modality, len(s.files), s.study_date) for s in studies] == expected
+    folders = sorted(Path(s.path).name for s in studies)
+    assert folders == ["series2_5mm_kernel_L", "series3_5mm_kernel_B"]
+    for study in studies:
+        uid = str(pydicom.dcmread(next(Path(study.path).glob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID)
+        assert study.series_uid == uid and study.key == study_key(series_uid=uid, path=root)

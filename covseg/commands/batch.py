@@ -27,11 +27,11 @@ def _plain_progress(console: Any) -> tuple[Any, Any]:
             console.print(f"covseg batch: {event.total} studies to compute, {event.reused} already done")
             return
         elapsed = time.monotonic() - start
-        eta = elapsed / event.done * (event.total - event.done)
+        eta = int(elapsed / event.done * (event.total - event.done))
         error = f": {event.last.error}" if event.last.error else ""
         console.print(f"[{event.done}/{event.total}] {event.last.key} {event.last.status} "
                       f"{event.last.seconds:.1f} s{error} ({event.ok} ok, {event.failed} failed, "
-                      f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))})", markup=False, highlight=False,
+                      f"ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d})", markup=False, highlight=False,
                       soft_wrap=True)
 
     return contextlib.nullcontext(), update

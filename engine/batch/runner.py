@@ -22,7 +22,7 @@ from covseg.engine.batch.discover import Study, discover
 from covseg.engine.batch.keys import shard_of
 from covseg.engine.batch.outputs import write_outputs
 from covseg.engine.batch.summary import Row, study_row
-from covseg.errors import CovsegError, OutputError
+from covseg.errors import CovsegError, InputError, OutputError
 
 Task = Callable[..., dict[str, Any]]
 REBUILD_EVERY_S = 300.0  # long runs refresh summary.csv this often, so it shows progress
@@ -213,11 +213,14 @@ def rebuild(studies: list[Study], options: BatchOptions, *, plot: bool) -> list[
     return rows
 
 
-def run_batch(inputs: Iterable[str], options: BatchOptions,
+def run_batch(inputs: list[str], options: BatchOptions,
               progress: Callable[[Progress], None] | None = None) -> BatchResult:
     """Run every study of the inputs (this shard) and rebuild the batch tables; see the package docs."""
     out = options.out
-    studies = select(discover(inputs, exclude=out), options.shard)
+    found = discover(inputs, exclude=out)
+    if not found:
+        raise InputError(f"no study found in {', '.join(map(str, inputs))} (DICOM series, NIfTI, NRRD, MHA, zip)")
+    studies = select(found, options.shard)
     notes: list[str] = []
     threads = threads_for(options.workers, options.threads_per_worker, notes)
     settings = records.settings_fingerprint(options.infer_options)
