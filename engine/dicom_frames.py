@@ -170,7 +170,7 @@ def series_frames(files: list[DicomFile]) -> tuple[list[Frame], list[str]]:
     truncated: list[str] = []
     for file in files:
         check_pixel_kind(file)
-        own = _enhanced_frames(file) if file.n_frames > 1 else [_classic_frame(file)]
+        own = _enhanced_frames(file) if file.is_multiframe else [_classic_frame(file)]
         problem = _truncated(file)
         if problem:
             truncated.append(problem)

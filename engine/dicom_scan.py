@@ -106,6 +106,11 @@ class DicomFile:
             return 1
 
     @property
+    def is_multiframe(self) -> bool:
+        """Enhanced (functional-group) layout: several frames, or one frame described by groups."""
+        return self.n_frames > 1 or "PerFrameFunctionalGroupsSequence" in self.dataset
+
+    @property
     def is_localizer(self) -> bool:
         return "LOCALIZER" in self.image_type
 

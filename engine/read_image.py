@@ -40,7 +40,7 @@ def itk_reason(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _header(path: Path, fmt: str) -> sitk.ImageFileReader:
+def image_header(path: Path, fmt: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -140,7 +140,7 @@ def _squeeze_4d(image: sitk.Image) -> sitk.Image:
 
 def read_image(path: Path, fmt: str, *, max_voxels: int) -> Volume:
     """A NIfTI / NRRD / MHA file as a float32 (z, y, x) Volume, its geometry in LPS."""
-    reader = _header(path, fmt)
+    reader = image_header(path, fmt)
     _check_header(reader, path, max_voxels)
     if fmt == "nifti":
         _check_nifti_raw(path)

@@ -26,7 +26,7 @@ from covseg.engine.dicom_scan import (
     scan_zip,
     summarize,
 )
-from covseg.engine.read_image import _header, image_format, read_image
+from covseg.engine.read_image import image_format, image_header, read_image
 from covseg.engine.read_zip import extract_members, open_zip, safe_members
 from covseg.engine.volume import Volume
 from covseg.errors import InputError
@@ -91,7 +91,7 @@ def _folder_or_file(source: Path, series_uid: str | None, force: bool) -> tuple[
             raise InputError(f"{source}: folder is empty")
         return found, choose_series(found, str(source), series_uid=series_uid, force=force), str(source)
     first = read_header(source, source.name)
-    if first.n_frames > 1 and series_uid is None:
+    if first.is_multiframe and series_uid is None:
         return Scan(root=source, files=[first], seen=1), [first], str(source)
     found = scan(source.parent, recursive=False)
     if series_uid is not None:
@@ -129,7 +129,7 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesSummary]:
     """Every image series under `path` (DICOM file, folder or zip); one entry for an image file."""
     source = _existing(path)
     if source.is_file() and (fmt := image_format(source)) is not None:
-        size = _header(source, fmt).GetSize()
+        size = image_header(source, fmt).GetSize()
         count = int(size[2]) if len(size) > 2 else 1
         return [SeriesSummary(uid="", description=source.name, modality="", slice_count=count, first_file=source)]
     if source.is_file() and _is_zip(source):

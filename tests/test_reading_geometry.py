@@ -105,3 +105,22 @@ def test_enhanced_multiframe_matches_classic(tmp_path: Path) -> None:
     assert volume.geometry.same_grid(expected, tolerance_mm=1e-3)
     np.testing.assert_array_equal(volume.array, classic.array)
     assert volume.info.source_files == (path,) and volume.info.modality == "CT"
+
+
+@pytest.mark.slow
+def test_single_frame_enhanced_files_form_a_series(tmp_path: Path) -> None:
+    """Some scanners write one enhanced (functional-group) file per slice: they stack like classic slices."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+    from pydicom import dcmread
+
+    folder, expected = dicom_case(tmp_path, DIRECTIONS["permuted_flipped"], -2.5)
+    classic = read_study(folder)
+    (tmp_path / "enhanced").mkdir()
+    for k, path in enumerate(sorted(folder.iterdir())):
+        single = LegacyConvertedEnhancedCTImage(
+            [dcmread(path)], "1.2.826.0.1.3680043.8.498.3", 9, f"1.2.826.0.1.3680043.8.498.3.{k + 1}", k + 1
+        )
+        single.save_as(tmp_path / "enhanced" / f"e{k}.dcm")
+    volume = read_study(tmp_path / "enhanced")
+    assert volume.geometry.same_grid(expected, tolerance_mm=1e-3)
+    np.testing.assert_array_equal(volume.array, classic.array)
