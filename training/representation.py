@@ -11,7 +11,7 @@ position of each input is a sample and each channel a feature (seed 001, section
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -232,3 +232,65 @@ def write_similarity_tables(rows: Sequence[dict[str, object]], out_dir: Path, *,
     md_path = out_dir / "similarity.md"
     md_path.write_text(f"# {title}\n\n" + markdown_table(rows, columns), encoding="utf-8")
     return csv_path, md_path
+
+
+def _normalizer(checkpoint: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The HU -> input mapping saved with a checkpoint by the loop; per-input z-score if absent."""
+    from covseg.engine.package import Normalization
+    from covseg.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(checkpoint).state.get("normalization")
+    if isinstance(saved, dict) and saved.get("kind") == "ct_window":
+        low, high = saved["window_hu"]
+        return Normalization("ct_window", float(low), float(high)).apply
+    if isinstance(saved, dict) and "clip_hu" in saved:
+        low, high = saved["clip_hu"]
+        return Normalization(str(saved["kind"]), float(low), float(high), float(saved["mean"]),
+                             float(saved["std"])).apply
+    return lambda hu: ((hu - hu.mean()) / (hu.std() + 1e-6)).astype(np.float32)
+
+
+def analysis_inputs(data: str | Path, checkpoint: str | Path, *, patches: int = 8, max_cases: int = 4,
+                    seed: int = 0) -> np.ndarray:
+    """(N, 1, z, y, x) normalised patches of the training patch size, at seeded random positions of
+    up to `max_cases` images of a dataset (or of one study). Both networks see the same inputs;
+    images are used on their own grid (no resampling), which is enough to compare representations."""
+    from covseg.engine.reading import read_study
+    from covseg.training.checkpoint import load_checkpoint
+    from covseg.training.datasets import load_dataset
+
+    patch = tuple(int(v) for v in load_checkpoint(checkpoint).config.schedule.patch_zyx)
+    source = Path(data)
+    volumes = ([c.load_image() for c in load_dataset(source).cases[:max_cases]] if source.is_dir()
+               and not any(source.glob("*.dcm")) else [read_study(source)])
+    normalize = _normalizer(checkpoint)
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(patches):
+        hu = volumes[index % len(volumes)].array
+        padded = np.pad(hu, [(0, max(0, p - s)) for p, s in zip(patch, hu.shape, strict=True)],
+                        constant_values=-1024.0)
+        corner = [int(rng.integers(0, s - p + 1)) for p, s in zip(patch, padded.shape, strict=True)]
+        crop = padded[tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))]
+        out.append(normalize(crop)[None])
+    return np.stack(out).astype(np.float32)
+
+
+def analyze(checkpoint_a: str | Path, checkpoint_b: str | Path, data: str | Path, out_dir: str | Path, *,
+            random_init: str | Path | None = None, scratch: str | Path | None = None, patches: int = 8,
+            max_samples: int = 4096, seed: int = 0, method: str = "pwcca") -> list[dict[str, object]]:
+    """`covseg analyze`: per-layer similarity of A (pre-trained) and B (fine-tuned) and, given a
+    random initialisation and the scratch-trained network from it, the feature reuse per layer."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    inputs = analysis_inputs(data, checkpoint_a, patches=patches, seed=seed)
+    transfer = layer_similarity(checkpoint_a, checkpoint_b, inputs, max_samples=max_samples, seed=seed)
+    baseline = None
+    if random_init is not None and scratch is not None:
+        baseline = layer_similarity(random_init, scratch, inputs, max_samples=max_samples, seed=seed)
+    rows = feature_reuse_rows(transfer, baseline, method=method)
+    for row, item in zip(rows, transfer, strict=True):
+        row["svcca_a_vs_b"], row["pwcca_a_vs_b"] = item.svcca, item.pwcca
+    write_similarity_tables(rows, Path(out_dir), title=f"Layer similarity of {Path(checkpoint_a).name} and "
+                            f"{Path(checkpoint_b).name} ({method.upper()} feature reuse)")
+    return rows
