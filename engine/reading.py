@@ -89,6 +89,10 @@ def _folder_or_file(source: Path, series_uid: str | None, force: bool) -> tuple[
         found = scan(source)
         if found.seen == 0:
             raise InputError(f"{source}: folder is empty")
+        if not found.by_series():
+            images = sorted(p for p in source.rglob("*") if p.is_file() and image_format(p))
+            if images:
+                raise InputError(f"{source}: no DICOM series, but {images[0].name} is an image file: pass it instead")
         return found, choose_series(found, str(source), series_uid=series_uid, force=force), str(source)
     first = read_header(source, source.name)
     if first.is_multiframe and series_uid is None:

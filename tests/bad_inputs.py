@@ -511,6 +511,27 @@ CASES: list[Case] = [
         (),
         "read",
     ),
+    Case(
+        "localizer_series_beside_ct",
+        "a separate series holding one LOCALIZER image beside the CT series",
+        then(
+            series(),
+            extra_slice(
+                "scout.dcm",
+                ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                SeriesInstanceUID=uid("series-scout"),
+                ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+            ),
+        ),
+        (),
+        "read",
+    ),
+    Case(
+        "nifti_in_folder",
+        "a folder holding a NIfTI file instead of DICOM",
+        lambda root: image(VOL, "ct.nii.gz")(root) and root,
+        ("ct.nii.gz", "pass it instead"),
+    ),
     # --- geometry
     Case(
         "gantry_tilt",
