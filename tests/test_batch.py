@@ -287,3 +287,17 @@ def test_process_group_killed_at_a_random_moment_resumes_exactly(tmp_path: Path,
     assert all(counts[key] == 1 for key in finished), counts  # nothing finished was computed again
     assert len(counts) == 8
     assert (out / "summary.csv").read_text() == (tmp_path / "reference" / "summary.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_that_kills_its_worker_fails_alone(tmp_path: Path, calls: Path) -> None:
+    paths = make_studies(tmp_path / "in", 6)
+    paths[2].write_text("CRASH")
+    out = tmp_path / "out"
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--workers", "2", "--threads-per-worker", "1") == 8
+    rows = by_name(read_rows(out / "summary.csv"))
+    assert [rows[p.name]["status"] for p in paths] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+    assert "worker process died" in rows["case_02.nii.gz"]["error"]
+    counts = calls_per_key(calls)
+    assert counts[rows["case_02.nii.gz"]["key"]] == 2  # in the pool, then alone
+    assert all(counts[rows[p.name]["key"]] <= 2 for p in paths)

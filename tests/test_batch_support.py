@@ -4,7 +4,8 @@ The fake task stands in for `covseg.api.infer` with the same call signature and 
 
 - A study is a file named ``*.nii.gz`` holding JSON ``{"lung_ml": L, "infection_ml": I}`` (the bytes
   are not NIfTI; discovery goes by name and the fake reads the JSON). A file holding ``BROKEN``
-  makes it raise `InputError` naming the file, as infer does for an unreadable study.
+  makes it raise `InputError` naming the file, as infer does for an unreadable study; one holding
+  ``CRASH`` ends its process at once (os._exit), as the out-of-memory killer would.
 - It writes out_dir atomically (temporary folder beside it, renamed; an existing folder only with
   overwrite=True): report.json in schema covseg.report/1 with volumes derived from L and I (so the
   expected table is known), and a small labels.nii.gz placeholder listed under "outputs".
@@ -77,6 +78,8 @@ def fake_task(path: str, out_dir: str, *, series_uid: str | None = None, overwri
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from error
+    if "CRASH" in text:  # the worker process dies, as under the out-of-memory killer
+        os._exit(3)
     if "BROKEN" in text:
         raise InputError(f"{path}: not a CT volume (fake broken study)")
     report = _report(path, json.loads(text), series_uid, threads)
