@@ -21,6 +21,7 @@ ORDER = 10
 PROGRESS_MODES = ("bar", "json", "none")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 FORMATS = ("nifti", "nrrd")
+SEG_TYPES = ("binary", "labelmap")
 
 
 def _json_lines() -> tuple[Callable[[str, float], None], Callable[[str], None]]:
@@ -103,6 +104,10 @@ def infer(
     label_format: Annotated[str, typer.Option("--format", help="Label map format: nifti or nrrd.")] = "nifti",
     consolidation_threshold: Annotated[float, typer.Option(
         "--consolidation-threshold", help="HU at and above which infection is consolidation.")] = -300.0,
+    min_lesion_ml: Annotated[float, typer.Option("--min-lesion-ml", min=0.0, help="Smallest infection "
+                                                 "component counted as a lesion (26-connected).")] = 0.1,
+    seg_type: Annotated[str, typer.Option("--seg-type", help="DICOM SEG type: binary (widest support) or "
+                                          "labelmap (smaller).")] = "binary",
     max_memory: Annotated[float | None, typer.Option("--max-memory", min=1, help="Refuse runs estimated above "
                                                      "this many MB.")] = None,
     progress: Annotated[str | None, typer.Option(help="bar, json or none (default: bar on a terminal).")] = None,
@@ -115,6 +120,7 @@ def infer(
 
     _choice(device, DEVICES, "--device")
     _choice(label_format, FORMATS, "--format")
+    _choice(seg_type, SEG_TYPES, "--seg-type")
     mode = _choice(progress, PROGRESS_MODES, "--progress") if progress else ("bar" if sys.stderr.isatty() else "none")
     if quiet and mode == "bar":
         mode = "none"
@@ -130,7 +136,8 @@ def infer(
                            force=force, device=device, threads=threads, overlap=overlap, tta=tta,
                            overwrite=overwrite, anonymize=anonymize, keep_identifiers=keep_identifiers,
                            label_format=label_format, max_memory_mb=max_memory, progress=callback,
-                           consolidation_threshold_hu=consolidation_threshold)
+                           consolidation_threshold_hu=consolidation_threshold, min_lesion_ml=min_lesion_ml,
+                           seg_type=seg_type.upper())
     report_path = str(Path(out).absolute() / "report.json")
     if done is not None:
         done(report_path)
