@@ -157,3 +157,12 @@ def test_experiment_with_the_real_training_loop(tmp_path: Path) -> None:
     assert all(isinstance(r["dsc"], float) and 0.0 <= r["dsc"] <= 1.0 for r in rows)  # type: ignore[operator]
     assert (tmp_path / "out" / "runs" / "scratch__none__fold0" / "train" / "log.jsonl").is_file()
     assert "scratch Time" in (tmp_path / "out" / "table3.md").read_text()
+
+
+def test_changed_folds_refuse_to_resume(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    fake = Fake()
+    run_experiment(spec, tmp_path / "out", fit=fake.fit, predict=fake.predict, make_config=lambda d: d)
+    spec.write_text(spec.read_text().replace('name = "tiny"', 'name = "tiny"\nseed = 9'))
+    with pytest.raises(InputError, match="differs from the folds"):
+        run_experiment(spec, tmp_path / "out", fit=fake.fit, predict=fake.predict, make_config=lambda d: d)

@@ -219,15 +219,20 @@ class Runner:
             self.progress(message)
 
     def splits(self, dataset: Dataset) -> tuple[Splits, Path]:
+        """The folds: the experiment's split file, else made from its seed; copied to out/splits.json,
+        which a resumed experiment must agree with (runs already finished used it)."""
         target = self.out_dir / "splits.json"
         ids = [c.id for c in dataset.labelled()]
         if self.spec.splits is not None:
             splits = read_splits(self.spec.splits, known_ids=ids)
-        elif target.is_file():
-            splits = read_splits(target, known_ids=ids)  # resume: keep the folds already used
         else:
             splits = make_splits(ids, folds=self.spec.folds, seed=self.spec.seed, scheme=self.spec.scheme)
-        return splits, write_splits(splits, target) if not target.is_file() else target
+        if target.is_file():
+            if read_splits(target) != splits:
+                raise InputError(f"{target}: differs from the folds this experiment file defines; "
+                                 "finished runs used the old folds, so use a new --out folder")
+            return splits, target
+        return splits, write_splits(splits, target)
 
     def run_one(self, run: RunKey, dataset: Dataset, splits: Splits, splits_path: Path) -> list[Row]:
         folder = self.out_dir / "runs" / run.folder
