@@ -102,3 +102,23 @@ def test_empty_map_writes_nothing_and_non_dicom_has_reason(tmp_path: Path) -> No
     assert seg_unavailable_reason(volume.info) is None
     reason = seg_unavailable_reason(StudyInfo(format="nifti"))
     assert reason is not None and "nifti" in reason
+
+
+def test_enhanced_multiframe_source(tmp_path: Path) -> None:
+    """One legacy-converted enhanced CT file: one SEG frame per source frame, voxel-identical."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    folder, _ = _series(tmp_path, (-1.0, 0, 0, 0, 1.0, 0, 0, 0, -1.0))
+    datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    enhanced = LegacyConvertedEnhancedCTImage(datasets, hd.UID(), 9, hd.UID(), 1)
+    enhanced.save_as(tmp_path / "enhanced.dcm")
+    volume = read_study(tmp_path / "enhanced.dcm")
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    labels[3:9, 5:20, 8:30] = 1
+    labels[12:20, 10:25, 20:40] = 5
+    path = write_seg(labels, volume.geometry, volume.info, tmp_path / "seg.dcm")
+    assert path is not None
+    seg = hd.seg.segread(path)
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert [r.ReferencedSOPInstanceUID for r in referenced] == [enhanced.SOPInstanceUID]
+    assert np.array_equal(_reconstruct(seg, volume.geometry, labels.shape), labels)
