@@ -29,7 +29,7 @@ def _spine_plane(frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     canal_r = np.hypot(X - cx, Y - (cy + 25.0))
     lamina = (canal_r > 8.0) & (canal_r < 13.0) & (cy + 22.0 < Y)
     spinous = (np.abs(X - cx) < 3.5) & (cy + 30.0 < Y) & (cy + 48.0 > Y)
-    transverse = (np.abs(Y - (cy + 25.0)) < 4.0) & (np.abs(X - cx) > 8.0) & (np.abs(X - cx) < 30.0)
+    transverse = (np.abs(Y - (cy + 25.0)) < 4.0) & (np.abs(X - cx) > 8.0) & (np.abs(X - cx) < 24.0)
     pedicles = (np.abs(X - cx) > 7.0) & (np.abs(X - cx) < 12.0) & (cy + 10.0 < Y) & (cy + 25.0 > Y)
     return body, rim, lamina | spinous | transverse | pedicles
 

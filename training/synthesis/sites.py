@@ -58,9 +58,9 @@ class Sites:
     def covid_weights(self) -> np.ndarray:
         """Peripheral (subpleural), posterior, basal, lower-lobe predominant."""
         posterior = np.clip((self.points[:, 1] + 60.0) / 150.0, 0.0, 1.0)
-        return (np.exp(-self.depth / 10.0) * np.exp(-(1.0 - self.periphery) / 0.12) * np.exp(-3.5 * self.height)
+        return (np.exp(-self.depth / 10.0) * np.exp(-(1.0 - self.periphery) / 0.12) * np.exp(-1.8 * self.height)
                 * (0.5 + posterior)
-                * np.where(self.lower_lobe, 3.0, 1.0))
+                * np.where(self.lower_lobe, 2.5, 1.0))
 
     def nodule_weights(self) -> np.ndarray:
         """Anywhere in the lung, more often in the upper lobes, rarely right at the pleura."""

@@ -10,7 +10,6 @@ Every file is a deterministic function of the phantom config (fixed UIDs, dates,
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def write_study(phantom: Phantom, out: Path, *, overwrite: bool = False, command
     """Write `phantom` into folder `out` (refused if it exists unless `overwrite`); raises OutputError."""
     with atomic_output_dir(Path(out), overwrite=overwrite) as temp:
         try:
-            os.chmod(temp, 0o755)  # mkdtemp makes it private; the study is an ordinary folder
+            temp.chmod(0o755)  # mkdtemp makes it private; the study is an ordinary folder
             dicom = write_dicom_series(phantom.image, temp / "dicom", uid_seed=str(phantom.config.seed),
                                        series_description=phantom.image.info.series_description
                                        or "covseg synthetic phantom",
