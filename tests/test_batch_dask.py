@@ -27,3 +27,18 @@ def test_dask_local_cluster_gives_the_same_table(tmp_path: Path, monkeypatch: py
     resumed = run_batch([str(tmp_path / "in")], BatchOptions(out=tmp_path / "dask", task=TASK, backend="dask",
                                                              resume=True, workers=2, dask_processes=False, plot=False))
     assert (resumed.computed, resumed.reused) == (1, 5)  # only the failed study is retried
+
+
+@pytest.mark.slow
+def test_dask_scheduler_address_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    for name, value in fake_env(tmp_path / "calls").items():
+        monkeypatch.setenv(name, value)
+    make_studies(tmp_path / "in", 3)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        result = run_batch([str(tmp_path / "in")], BatchOptions(out=tmp_path / "out", task=TASK, backend="dask",
+                                                                scheduler=cluster.scheduler_address, plot=False))
+        assert result.count("ok") == 3
+        prefixes = list(cluster.scheduler.task_prefixes)
+        assert any(p.startswith("covseg-study") for p in prefixes), prefixes  # the studies ran here
