@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -79,3 +80,35 @@ def barrier(ctx: DistContext) -> None:
 def shutdown(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _spawned(rank: int, world: int, port: int, config_json: str, out_dir: str, weights_dir: str) -> None:
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from covseg.training.config import config_from_dict
+    from covseg.training.loop import fit
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = fit(config_from_dict(json.loads(config_json)), out_dir=out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(Path(weights_dir) / f"rank{rank}.safetensors"))
+    shutdown(init_from_env(result.config.run.device))
+
+
+def spawn_local(config: Any, out_dir: str | os.PathLike[str], weights_dir: str | os.PathLike[str],
+                world: int = 2) -> None:
+    """Run `fit` in `world` local processes (what torchrun does, without it: tests, one machine).
+    Each rank writes its final weights to weights_dir/rank<r>.safetensors."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_spawned, args=(world, port, config.to_json(), str(out_dir), str(weights_dir)), nprocs=world, join=True)
