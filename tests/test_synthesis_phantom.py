@@ -135,6 +135,7 @@ def test_config_is_validated() -> None:
         PhantomConfig(size_xyz=(4, 64, 64))
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_mosmed_shapes_are_used_and_clipped_to_the_lungs(shared_data: Path) -> None:
     folder = shared_data / "mosmed_covid_masks" / "masks"
@@ -150,3 +151,12 @@ def test_missing_mosmed_folder_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "no-masks"
     with pytest.raises(MosmedUnavailableError, match="no-masks"):
         make_phantom(replace(SMALL, lesions=("covid",), use_mosmed=True, mosmed_dir=missing))
+
+
+@pytest.mark.parametrize(("size", "spacing"), [((8, 8, 8), (1.0, 1.0, 1.0)), ((40, 60, 12), (9.0, 6.0, 25.0))])
+def test_tiny_and_anisotropic_grids_still_draw_every_structure(size: tuple[int, int, int],
+                                                              spacing: tuple[float, float, float]) -> None:
+    p = make_phantom(PhantomConfig(seed=1, size_xyz=size, spacing_xyz=spacing, lesions=("covid", "effusion")))
+    assert p.image.geometry.size == size and np.allclose(p.image.geometry.spacing, spacing)
+    present = set(np.unique(p.labels.array))
+    assert {Label.LUNG_LEFT, Label.LUNG_RIGHT, Label.LIVER, Label.LESION_PLEURAL_EFFUSION} <= present

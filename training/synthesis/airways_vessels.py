@@ -81,6 +81,9 @@ def grow_tree(root: np.ndarray, points: np.ndarray, r_root: float, r_min: float)
         start = np.repeat(end[inner], 2, axis=0)[present]
         radius = (np.repeat(radius[inner], 2) * np.cbrt(share))[present]
         node = (np.cumsum(present) - 1)[child]
+    if not segments:
+        empty = np.zeros((0, 3))
+        return Tree(empty, empty, np.zeros(0), np.zeros(0))
     starts, ends, r0, r1 = (np.concatenate(parts) for parts in zip(*segments, strict=True))
     return Tree(starts, ends, r0, r1)
 
