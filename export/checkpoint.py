@@ -92,7 +92,10 @@ def _spacing_xyz(data: Any, folder: Path) -> tuple[float, float, float]:
 
 
 def _training_data(data: Any, licence: str | None) -> list[dict[str, Any]]:
-    if data.source in ("phantom", "spheres"):
+    if data.source == "spheres":
+        return [{"name": "covseg synthetic spheres (covseg.training.data)", "licence": PHANTOM_DATA["licence"],
+                 "cases": int(data.cases)}]
+    if data.source == "phantom":
         return [{**PHANTOM_DATA, "cases": int(data.cases)}]
     name = Path(str(data.path)).name if data.path else "dataset"
     return [{"name": name, "licence": licence or "unknown (not recorded; treat as non-commercial)"}]

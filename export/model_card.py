@@ -59,6 +59,14 @@ def _network_section(meta: Mapping[str, Any]) -> list[str]:
     return ["## Network", "", *_table(["", ""], rows), ""]
 
 
+def _truncation_lines(truncation: Mapping[str, Any] | None) -> list[str]:
+    if not truncation:
+        return []
+    return [f"Truncated (seed 003): encoder levels 0..{int(truncation['cutoff']) - 1} of "
+            f"{truncation.get('source_levels')} kept from {truncation.get('source_checkpoint')}; shortened decoder: "
+            f"{truncation.get('decoder')}.", ""]
+
+
 def render_model_card(meta: Mapping[str, Any]) -> str:
     """Markdown card: intended use, data and licences, strategy, metrics, limits."""
     inp, prov = meta.get("input", {}), meta.get("provenance", {})
@@ -80,6 +88,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         f"Strategy: {prov.get('strategy')}; pre-trained from: {prov.get('pretrained_from') or 'none'}; "
         f"epochs: {prov.get('epochs')}; trained on: {prov.get('trained_on')}; covseg {prov.get('covseg_version')}.",
         "",
+        *_truncation_lines(prov.get("truncation")),
         *_metrics_section(list(meta.get("metrics") or [])),
         *_network_section(meta),
         "## Limits", "",

@@ -82,4 +82,5 @@ def truncated_model(folder: Path, k: int, *, finetune: Path | None = None, allow
             model, config, state = _finetuned(folder, k, Path(finetune), where)
         truncation["decoder"] = f"fine-tuned with the truncated strategy ({state.get('epoch', 0)} epochs)"
         truncation["finetune_recipe"] = str(finetune)
+        truncation["finetuned_checkpoint"] = str(Path(work_dir) / "checkpoints" / "last") if work_dir else None
     return model, config, state, {"truncation": truncation}
