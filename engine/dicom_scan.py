@@ -69,6 +69,7 @@ class DicomFile:
     name: str  # how messages name it (relative to the input, or zip:member)
     dataset: Dataset
     header_bytes: int  # bytes before the pixel data element, for the truncation check
+    ignored: tuple[str, ...] = ()  # tags whose values could not be parsed (removed from `dataset`)
 
     @property
     def series_uid(self) -> str:
@@ -134,6 +135,14 @@ class Scan:
     files: list[DicomFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seen: int = 0
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # unparseable tag -> files
+
+    def finish(self) -> Scan:
+        """Add one warning per unparseable tag (not one per file) and return self."""
+        for tag, names in self.ignored.items():
+            self.warnings.append(f"ignored unparseable element {tag} in {len(names)} file(s), e.g. {names[0]}")
+        self.ignored = {}
+        return self
 
     def by_series(self) -> dict[str, list[DicomFile]]:
         groups: dict[str, list[DicomFile]] = {}
@@ -201,12 +210,30 @@ def read_header(path: Path, name: str, opener: Callable[[], IO[bytes]] | None = 
         raise InputError(f"{name}: unreadable DICOM header ({type(error).__name__}: {error})") from error
     if "file_meta" not in dataset.__dict__ or dataset.file_meta is None:
         dataset.file_meta = FileMetaDataset()
+    ignored: list[str] = []
+    _parse_all(dataset.file_meta, ignored)
+    _parse_all(dataset, ignored)
     modality = str(dataset.get("Modality", "") or "").upper()
     sop_class = str(dataset.file_meta.get("MediaStorageSOPClassUID", "") or dataset.get("SOPClassUID", "") or "")
     if at_end and modality not in NON_IMAGE_MODALITIES and not sop_class.startswith(NON_IMAGE_CLASSES):
         # pydicom stops quietly at the end of a cut file; an image header must reach its pixel data
         raise InputError(f"{name} is truncated (the file ends before its pixel data, at byte {header_bytes})")
-    return DicomFile(path=path, name=name, dataset=dataset, header_bytes=header_bytes)
+    return DicomFile(path=path, name=name, dataset=dataset, header_bytes=header_bytes, ignored=tuple(ignored))
+
+
+def _parse_all(ds: Dataset, ignored: list[str], depth: int = 0) -> None:
+    """Parse every element now (pydicom parses lazily, so a corrupt value would raise anywhere later);
+    elements that cannot be parsed are removed and listed, and a needed one is then reported missing."""
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+            items = list(element.value) if element.VR == "SQ" and depth < 8 else []
+        except PARSE_ERRORS:
+            del ds[tag]
+            ignored.append(str(tag))
+            continue
+        for item in items:
+            _parse_all(item, ignored, depth + 1)
 
 
 def scan(root: Path, *, recursive: bool = True, prefix: str = "") -> Scan:
@@ -214,13 +241,16 @@ def scan(root: Path, *, recursive: bool = True, prefix: str = "") -> Scan:
     result = Scan(root=root)
     for path in _candidates(root, recursive):
         _record(result, path, _display(path, root, prefix))
-    return result
+    return result.finish()
 
 
 def _record(result: Scan, path: Path, name: str, opener: Callable[[], IO[bytes]] | None = None) -> None:
     result.seen += 1
     try:
-        result.files.append(read_header(path, name, opener))
+        found = read_header(path, name, opener)
+        result.files.append(found)
+        for tag in found.ignored:
+            result.ignored.setdefault(tag, []).append(name)
     except NotDicomError as error:
         if path.suffix.lower() in DICOM_SUFFIXES:
             result.warnings.append(f"skipped {error}")
@@ -235,7 +265,7 @@ def scan_zip(
     result = Scan(root=target)
     for info, relative in members:
         _record(result, target.joinpath(*relative.parts), prefix + str(relative), partial(archive.open, info))
-    return result
+    return result.finish()
 
 
 def summarize(uid: str, files: list[DicomFile]) -> SeriesSummary:

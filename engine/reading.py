@@ -96,7 +96,8 @@ def _folder_or_file(source: Path, series_uid: str | None, force: bool) -> tuple[
         return found, choose_series(found, str(source), series_uid=series_uid, force=force), str(source)
     first = read_header(source, source.name)
     if first.is_multiframe and series_uid is None:
-        return Scan(root=source, files=[first], seen=1), [first], str(source)
+        alone = Scan(root=source, files=[first], seen=1, ignored={tag: [first.name] for tag in first.ignored})
+        return alone.finish(), [first], str(source)
     found = scan(source.parent, recursive=False)
     if series_uid is not None:
         return found, choose_series(found, str(source.parent), series_uid=series_uid, force=force), str(source)

@@ -171,6 +171,15 @@ def truncate(name: str, keep: float | int) -> Callable[[Path], None]:
     return change
 
 
+def patch_bytes(name: str, old: bytes, new: bytes) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        assert old in data
+        (folder / name).write_bytes(data.replace(old, new, 1))
+
+    return change
+
+
 def write_file(name: str, content: bytes) -> Callable[[Path], None]:
     def change(folder: Path) -> None:
         (folder / name).write_bytes(content)
@@ -531,6 +540,13 @@ CASES: list[Case] = [
         "a folder holding a NIfTI file instead of DICOM",
         lambda root: image(VOL, "ct.nii.gz")(root) and root,
         ("ct.nii.gz", "pass it instead"),
+    ),
+    Case(
+        "corrupt_element_in_one_slice",
+        "slice 2's Modality element has a corrupt VR (bytes 'C\\0')",
+        then(series(), patch_bytes("a002.dcm", b"\x08\x00\x60\x00CS", b"\x08\x00\x60\x00C\x00")),
+        ("unparseable element (0008,0060)", "a002.dcm"),
+        "warning",
     ),
     # --- geometry
     Case(
