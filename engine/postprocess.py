@@ -305,6 +305,44 @@ def split_infection_by_hu(infection: np.ndarray, hu: np.ndarray, threshold_hu: f
     return out
 
 
+def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
+    (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
+    box = bounding_box(left | right | extra, (1, 1, 1))
+    if box is None or not extra.any():
+        return left, right
+    a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
+    for _ in range(steps):
+        grow_a = ndimage.binary_dilation(a, FACE) & free
+        grow_b = ndimage.binary_dilation(b, FACE) & free & ~grow_a
+        if not grow_a.any() and not grow_b.any():
+            break
+        a |= grow_a
+        b |= grow_b
+        free &= ~(grow_a | grow_b)
+    left, right = left.copy(), right.copy()
+    left[box], right[box] = a, b
+    return left, right
+
+
+def _lungs_and_infection(masks: StructureMasks, geometry: Geometry, options: PostprocessOptions,
+                         axial: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left, right, infection): lungs cleaned and split first, then infection inside the lungs dilated
+    by the margin; infection just outside a lung (dense consolidation the lung model missed) joins it."""
+    assert masks.lung is not None
+    left, right = split_lungs(masks.lung, geometry, left_hint=masks.lung_left_hint,
+                              right_hint=masks.lung_right_hint, options=options)
+    left = fill_holes(left, axial)
+    right = fill_holes(right, axial) & ~left
+    infection = np.zeros(left.shape, dtype=bool)
+    if masks.infection is not None:
+        infection = masks.infection & dilate_mm(left | right, geometry, options.lung_margin_mm)
+        steps = int(np.ceil(options.lung_margin_mm / min(geometry.spacing))) + 1
+        left, right = grow_sides(left, right, infection, steps)
+        infection &= left | right
+    return left, right, infection
+
+
 def postprocess(masks: StructureMasks, hu: np.ndarray, geometry: Geometry,
                 options: PostprocessOptions = PostprocessOptions()) -> np.ndarray:
     """One uint8 covseg label map on the input grid from the structure masks of all models."""
@@ -314,20 +352,10 @@ def postprocess(masks: StructureMasks, hu: np.ndarray, geometry: Geometry,
     lungs = np.zeros(shape, dtype=bool)
     infection = np.zeros(shape, dtype=bool)
     if masks.lung is not None and masks.lung.any():
-        region = masks.lung.copy()
-        if masks.infection is not None:
-            # Dense consolidation is often missed by lung models: infection next to the lungs joins them.
-            envelope = dilate_mm(fill_holes(region, axial), geometry, options.lung_margin_mm)
-            infection = masks.infection & envelope
-            region |= infection
-        left, right = split_lungs(region, geometry, left_hint=masks.lung_left_hint,
-                                  right_hint=masks.lung_right_hint, options=options)
-        left = fill_holes(left, axial)
-        right = fill_holes(right, axial) & ~left
+        left, right, infection = _lungs_and_infection(masks, geometry, options, axial)
         lungs = left | right
         labels[left] = int(LUNG_LABELS[0])
         labels[right] = int(LUNG_LABELS[1])
-        infection &= lungs
     elif masks.lung is None and masks.infection is not None:
         infection = masks.infection  # no lung model: nothing to confine the infection to
     if infection.any():
