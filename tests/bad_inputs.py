@@ -293,6 +293,14 @@ def _fake_syntax(k: int, ds: Dataset) -> None:
     ds.file_meta.TransferSyntaxUID = "1.2.826.0.1.3680043.8.498.4242"
 
 
+def _mpeg2(k: int, ds: Dataset) -> None:
+    from pydicom.encaps import encapsulate
+
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: pydicom has no decoder
+    ds.PixelData = encapsulate([bytes(ds.PixelData)])
+    ds["PixelData"].VR = "OB"
+
+
 def _two_series(root: Path) -> Path:
     write_series(root / "s", series="a")
     write_series(root / "s", series="b")
@@ -624,6 +632,12 @@ CASES: list[Case] = [
         "a made-up transfer syntax UID (no decoder exists)",
         series(_fake_syntax),
         ("transfer syntax", "1.2.826.0.1.3680043.8.498.4242", "a000.dcm"),
+    ),
+    Case(
+        "video_transfer_syntax",
+        "pixel data labelled MPEG2 Main Profile (a real syntax with no decoder)",
+        series(_mpeg2),
+        ("transfer syntax 1.2.840.10008.1.2.4.100", "MPEG2", "a000.dcm"),
     ),
     Case(
         "enhanced_frame_count",
