@@ -62,3 +62,22 @@ def test_analyze_command_reports_similarity_and_feature_reuse(tmp_path: Path) ->
     assert all(0 < float(r["feature_reuse"]) < 1 for r in rows)  # A vs A beats two random networks
     assert run(["analyze", str(a), str(a), "--data", str(tmp_path / "data"), "--out", str(out),
                 "--random-init", str(init)]) == 3
+
+
+def test_evaluate_command(tmp_path: Path) -> None:
+    geometry = Geometry(size=(10, 10, 6), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0))
+    truth = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    truth[1:5, 2:8, 2:8] = 3
+    for folder in ("truth", "pred"):
+        (tmp_path / folder).mkdir()
+        write_nifti(Volume(truth, geometry), tmp_path / folder / "a.nii.gz")
+    out = tmp_path / "out"
+    assert run(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--out", str(out)]) == 0
+    structures = {r["structure"] for r in csv.DictReader((out / "cases.csv").open())}
+    assert structures == {"infection", "infection_ground_glass"}  # absent structures left out
+    assert run(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--out", str(out),
+                "--structure", "inf=infection_ground_glass,4", "--structure", "liver=liver"]) == 0
+    rows = list(csv.DictReader((out / "cases.csv").open()))
+    assert [r["structure"] for r in rows] == ["inf", "liver"] and float(rows[0]["dsc"]) == 1.0
+    assert run(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--out", str(out),
+                "--structure", "x=nonsense"]) == 3

@@ -209,7 +209,11 @@ def evaluate_folder(
     nsd_tolerance_mm: float = 3.0,
     out_dir: str | Path | None = None,
 ) -> EvaluationTables:
-    """Score every truth label map against the prediction of the same name; tables in `out_dir` if given."""
+    """Score every truth label map against the prediction of the same name; tables in `out_dir` if given.
+
+    With `labels` None every covseg structure is scored, and those empty in every truth and every
+    prediction are left out of the tables (they would only add rows of 'both empty').
+    """
     truths = label_maps(Path(truth_dir))
     predictions = label_maps(Path(pred_dir))
     if not truths:
@@ -221,6 +225,9 @@ def evaluate_folder(
     for case_id, truth_path in truths.items():
         rows.extend(evaluate_volumes(case_id, read_label_map(predictions[case_id]), read_label_map(truth_path),
                                      labels=labels, nsd_tolerance_mm=nsd_tolerance_mm))
+    if labels is None:
+        present = {r["structure"] for r in rows if r.get("truth_voxels") or r.get("prediction_voxels")}
+        rows = [r for r in rows if r["structure"] in present]
     if out_dir is None:
         return EvaluationTables(rows=rows, summary=summarize(rows))
     return write_evaluation(rows, Path(out_dir))

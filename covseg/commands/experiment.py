@@ -1,5 +1,6 @@
-"""`covseg experiment` (strategies x pre-trained models x folds, paper 000's tables) and
-`covseg analyze` (SVCCA/PWCCA layer similarity and feature reuse of two checkpoints)."""
+"""`covseg evaluate` (label maps against ground truth), `covseg experiment` (strategies x pre-trained
+models x folds, paper 000's tables) and `covseg analyze` (SVCCA/PWCCA layer similarity and feature
+reuse of two checkpoints)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,48 @@ def analyze(
     typer.echo(f"tables in {out}: similarity.csv, similarity.md")
 
 
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(help="Folder of predicted label maps (NIfTI, NRRD, MHA).")],
+    truth: Annotated[Path, typer.Argument(help="Folder of ground-truth label maps with the same file names.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for cases.csv/.md and summary.csv/.md.")],
+    structure: Annotated[list[str] | None, typer.Option(
+        "--structure", help="NAME=LABEL[,LABEL...] (covseg label names or values); repeat for more. "
+        "Default: every covseg label and the infection and lungs groups present in the data.")] = None,
+    nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", min=0.0, help="NSD tolerance in mm.")] = 3.0,
+) -> None:
+    """Score predicted label maps against ground truth: DSC, NSD, HD95, ASSD, sensitivity, F1, accuracy."""
+    from covseg.training.evaluation import evaluate_folder, mean_std
+
+    for path in (predictions, truth):
+        _require(path)
+    tables = evaluate_folder(predictions, truth, labels=_structures(structure), nsd_tolerance_mm=nsd_tolerance,
+                             out_dir=out)
+    for row in tables.summary:
+        typer.echo(f"{row['structure']}: DSC {mean_std(row, 'dsc')}, NSD {mean_std(row, 'nsd')}, "
+                   f"HD95 {mean_std(row, 'hd95_mm', 1)} mm ({row['cases']} cases)")
+    typer.echo(f"tables in {out}: cases.csv, cases.md, summary.csv, summary.md")
+
+
+def _structures(options: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    from covseg.errors import InputError
+    from covseg.labels import label_value
+
+    if not options:
+        return None
+    structures: dict[str, tuple[int, ...]] = {}
+    for option in options:
+        name, _, values = option.partition("=")
+        try:
+            structures[name.strip()] = tuple(int(v) if v.strip().isdigit() else label_value(v.strip())
+                                             for v in values.split(",") if v.strip())
+        except KeyError as error:
+            raise InputError(f"--structure {option!r}: {error.args[0]}") from None
+        if not name.strip() or not structures[name.strip()]:
+            raise InputError(f"--structure {option!r}: expected NAME=LABEL[,LABEL...]")
+    return structures
+
+
 def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
     app.command("experiment")(experiment)
     app.command("analyze")(analyze)
