@@ -150,6 +150,7 @@ def test_bad_shard_and_missing_input_are_user_errors(tmp_path: Path) -> None:
     make_studies(tmp_path / "in", 1)
     assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--shard", "4/3") == 2
     assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--shard", "x") == 2
+    assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--backend", "ray") == 2
     assert batch(str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")) == 3
     assert batch(str(tmp_path / "in" / "*.nrrd"), "--out", str(tmp_path / "o")) == 3
     (tmp_path / "empty").mkdir()

@@ -50,7 +50,7 @@ class StudyJob:
     folder: str
     task: Task
     options: dict[str, Any]
-    threads: int
+    threads: int | None  # None: the task's default (all cores of the machine it runs on)
     input_fp: str
     settings_fp: str
     reuse_models: bool = False  # the task is covseg.api.infer: hand it this worker's cached predictors
@@ -80,7 +80,7 @@ class BatchResult:
     rows: list[Row]
     computed: int
     reused: int
-    threads_per_worker: int
+    threads_per_worker: int | None
     notes: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
@@ -160,7 +160,7 @@ def _refuse_existing(folder: Path, studies: list[Study]) -> None:
                           f"(e.g. {found[0]}); use --resume to continue or --overwrite to recompute")
 
 
-def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int,
+def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int | None,
          settings: dict[str, Any]) -> tuple[list[StudyJob], int]:
     """Jobs for the studies to compute, and how many finished ones resume skips."""
     folder = options.out / "studies"
@@ -182,7 +182,8 @@ def plan(studies: list[Study], options: BatchOptions, task: Task, threads: int,
     return jobs, reused
 
 
-def _execute(jobs: list[StudyJob], options: BatchOptions, threads: int, on_outcome: Callable[[Outcome], None]) -> None:
+def _execute(jobs: list[StudyJob], options: BatchOptions, threads: int | None,
+             on_outcome: Callable[[Outcome], None]) -> None:
     if options.backend == "dask":
         from covseg.engine.batch.dask_backend import run_dask
 
@@ -191,9 +192,7 @@ def _execute(jobs: list[StudyJob], options: BatchOptions, threads: int, on_outco
     elif options.backend == "local":
         from covseg.engine.batch.local_backend import run_local
 
-        run_local(jobs, run_study, on_outcome, workers=options.workers, threads=threads)
-    else:
-        raise CovsegError(f"--backend {options.backend!r} is not one of: local, dask")
+        run_local(jobs, run_study, on_outcome, workers=options.workers, threads=threads or 1)
 
 
 def select(studies: Iterable[Study], shard: tuple[int, int] | None) -> list[Study]:
@@ -217,12 +216,18 @@ def run_batch(inputs: list[str], options: BatchOptions,
               progress: Callable[[Progress], None] | None = None) -> BatchResult:
     """Run every study of the inputs (this shard) and rebuild the batch tables; see the package docs."""
     out = options.out
+    if options.backend not in ("local", "dask"):
+        raise UsageError(f"--backend {options.backend!r} is not one of: local, dask")
     found = discover(inputs, exclude=out)
     if not found:
         raise InputError(f"no study found in {', '.join(map(str, inputs))} (DICOM series, NIfTI, NRRD, MHA, zip)")
     studies = select(found, options.shard)
     notes: list[str] = []
-    threads = threads_for(options.workers, options.threads_per_worker, notes)
+    threads: int | None = threads_for(options.workers, options.threads_per_worker, notes)
+    if options.backend == "dask" and options.scheduler:
+        # Remote workers: this machine's core count says nothing about theirs. Start them with one
+        # thread per study slot (dask worker --nthreads 1) and let each study use its machine's cores.
+        threads = options.threads_per_worker
     settings = records.settings_fingerprint(options.infer_options)
     jobs, reused = plan(studies, options, resolve_task(options.task), threads, settings)
     (out / "studies").mkdir(parents=True, exist_ok=True)  # infer writes beside its folder: the parent must exist
@@ -247,3 +252,10 @@ def run_batch(inputs: list[str], options: BatchOptions,
     finally:  # also on Ctrl-C: the table shows everything finished so far
         rows = rebuild(studies, options, plot=options.plot)
     return BatchResult(out, rows, len(jobs), reused, threads, notes)
+
+
+class UsageError(CovsegError):
+    """A malformed option value (exit code 2, like any usage error)."""
+
+    exit_code = 2
+    kind = "usage"
