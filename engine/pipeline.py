@@ -41,7 +41,7 @@ from covseg.engine.runtime import Predictor, create_predictor, physical_cores
 from covseg.engine.sliding_window import sliding_window
 from covseg.engine.volume import Volume
 from covseg.engine.write_labels import label_file_name, write_label_map
-from covseg.errors import OutputError
+from covseg.errors import InputError, OutputError
 from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU
 
 LUNG_BOX_MARGIN_MM = 15.0
@@ -134,9 +134,10 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
         notify(run.progress, stage, 1.0)
         return
     start = time.perf_counter()
-    predictor = run.predictor(package)
+    predictor = run.predictor(package)  # creating the session counts as inference
+    mark = run.clock("inference", start)
     image, undo = preprocess(run.volume, package, roi_zyx=roi)
-    mark = run.clock("preprocess", start)
+    mark = run.clock("preprocess", mark)
     notify(run.progress, stage, 0.1)
     probabilities = sliding_window(
         image, predictor, patch=package.patch, overlap=run.options["overlap"],
@@ -226,14 +227,8 @@ def _write_outputs(folder: Path, volume: Volume, result: Segmentation, options: 
     outputs["seg"] = None
     reason = seg_unavailable_reason(volume.info)
     if reason is None:
-        pseudo = (pseudonym(volume.info.patient_id) or "anonymous") if options.anonymize else None
-        names = [f"{m.name} {m.version}" for m in result.models if m.skipped is None]
-        written = _guarded(folder / "seg.dcm", lambda p: write_seg(
-            result.labels, volume.geometry, volume.info, p, model_names=names,
-            segmentation_type=options.seg_type, pseudonym=pseudo))
-        if written is None:
-            reason = "no structure was found: an empty DICOM SEG is not written"
-        else:
+        reason = _write_seg(folder / "seg.dcm", volume, result, options)
+        if reason is None:
             outputs["seg"] = "seg.dcm"
     if reason is not None:
         reasons["outputs.seg"] = reason
@@ -243,6 +238,21 @@ def _write_outputs(folder: Path, volume: Volume, result: Segmentation, options: 
     outputs["report"] = "report.json"
     notify(progress, "write", 0.9)
     return outputs
+
+
+def _write_seg(path: Path, volume: Volume, result: Segmentation, options: InferOptions) -> str | None:
+    """Write seg.dcm; the reason when it is not written. Source headers highdicom cannot build a SEG from
+    cost the SEG only (the reason goes in the report), never the labels, report and preview."""
+    pseudo = (pseudonym(volume.info.patient_id) or "anonymous") if options.anonymize else None
+    names = [f"{m.name} {m.version}" for m in result.models if m.skipped is None]
+    try:
+        written = _guarded(path, lambda p: write_seg(result.labels, volume.geometry, volume.info, p,
+                                                     model_names=names, segmentation_type=options.seg_type,
+                                                     pseudonym=pseudo))
+    except (InputError, ValueError, TypeError, AttributeError, KeyError) as error:
+        path.unlink(missing_ok=True)
+        return f"DICOM SEG not written: {' '.join(str(error).split())[:200]}"
+    return None if written is not None else "no structure was found: an empty DICOM SEG is not written"
 
 
 def _guarded(path: Path, write: Callable[[Path], Any]) -> Any:

@@ -189,3 +189,15 @@ def test_synthetic_chest_phantom_lungs(tmp_path: Path) -> None:
     for side in (Label.LUNG_LEFT, Label.LUNG_RIGHT):
         side_ml = np.count_nonzero(truth == side) * ML
         assert report["structures"][side.name.lower()]["volume_ml"] == pytest.approx(side_ml, rel=0.10)
+
+
+def test_seg_failure_costs_only_the_seg(study: dict[str, object], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("source images have inconsistent frame of reference")
+
+    monkeypatch.setattr(pipeline, "write_seg", refuse)
+    report = covseg.infer(study["root"] / "ct", tmp_path / "out", model_paths=study["packages"][:1],  # type: ignore
+                          device="cpu", threads=1)
+    assert report["outputs"]["seg"] is None and "frame of reference" in report["reasons"]["outputs.seg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.nii.gz", "preview.png", "report.json"]
