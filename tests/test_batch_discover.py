@@ -107,3 +107,15 @@ def test_real_chest_ct_folder_gives_its_two_ct_series(shared_data: Path) -> None
     for study in studies:
         uid = str(pydicom.dcmread(next(Path(study.path).glob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID)
         assert study.series_uid == uid and study.key == study_key(series_uid=uid, path=root)
+
+
+def test_a_detached_header_study_covers_its_data_file(tmp_path: Path) -> None:
+    from covseg.engine.batch.records import input_fingerprint
+
+    (tmp_path / "scan.mhd").write_text("ElementDataFile = scan.raw\n")
+    (tmp_path / "scan.raw").write_bytes(b"\0" * 8)
+    (study,) = discover([str(tmp_path)])
+    assert [Path(f).name for f in study.files] == ["scan.mhd", "scan.raw"]
+    before = input_fingerprint(study)
+    (tmp_path / "scan.raw").write_bytes(b"\0" * 16)
+    assert input_fingerprint(study) != before

@@ -62,6 +62,15 @@ def _is_image_file(path: Path) -> bool:
     return path.name.lower().endswith(FILE_SUFFIXES)
 
 
+def _image_files(path: Path) -> tuple[str, ...]:
+    """The files an image study is made of: a detached header (.mhd, .nhdr) brings its data file
+    (same stem: .raw, .zraw, .raw.gz...), so that replacing the pixels alone also changes the fingerprint."""
+    if path.suffix.lower() not in (".mhd", ".nhdr") or not path.parent.is_dir():
+        return (str(path),)
+    siblings = [p for p in path.parent.iterdir() if p.name.split(".")[0] == path.name.split(".")[0] and p != path]
+    return (str(path), *sorted(str(p) for p in siblings if p.is_file()))
+
+
 def _walk(root: Path, exclude: Path | None) -> tuple[list[Path], list[Path]]:
     """(image files, other files) under root, sorted, never descending into `exclude`."""
     images: list[Path] = []
@@ -121,14 +130,14 @@ def _studies_under(path: Path, exclude: Path | None) -> Iterator[Study]:
     if path.is_dir():
         images, others = _walk(path, exclude)
         for image in images:
-            yield Study(key="", path=str(image), kind="file", files=(str(image),))
+            yield Study(key="", path=str(image), kind="file", files=_image_files(image))
         for archive in (p for p in others if p.suffix.lower() == ".zip"):
             yield from _zip_studies(archive)
         if any(p.suffix.lower() != ".zip" for p in others):
             yield from _dicom_studies(path, exclude)
     elif _is_image_file(path) or not path.exists():
         # A missing path (from a CSV) stays a study: it fails with the reader's message, and the batch goes on.
-        yield Study(key="", path=str(path), kind="file", files=(str(path),))
+        yield Study(key="", path=str(path), kind="file", files=_image_files(path))
     elif path.suffix.lower() == ".zip":
         yield from _zip_studies(path)
     else:
