@@ -77,6 +77,22 @@ def test_a_few_epochs_lower_the_loss_and_write_checkpoints(tmp_path: Path) -> No
     state = json.loads((last / "state.json").read_text())
     assert state["epoch"] == 4 and state["normalization"]["kind"] == "ct_clip_zscore"
     assert (tmp_path / "config.json").is_file() and len(result.seconds_per_epoch) == 4
+    _check_predict_case(result)
+
+
+def _check_predict_case(result: Any) -> None:
+    """predict_case returns covseg labels on the input grid, here through resampling (8 -> 10 mm) and back."""
+    from dataclasses import replace
+
+    from covseg.labels import INFECTION_LABELS
+    from covseg.training.data import spheres_case
+    from covseg.training.predictor import predict_case
+
+    image, _ = spheres_case((20, 22, 24), 99, (8.0, 8.0, 8.0))
+    config = replace(result.config, data=replace(result.config.data, spacing_zyx_mm=(10.0, 10.0, 10.0)))
+    labels = predict_case(result, config, image)
+    assert labels.geometry == image.geometry and labels.array.dtype == np.uint8
+    assert set(np.unique(labels.array)) <= {0, *(int(v) for v in INFECTION_LABELS)}
 
 
 def test_torch_predictor_contract() -> None:
@@ -101,3 +117,27 @@ def test_predictor_runs_under_the_engine_sliding_window() -> None:
     probabilities = sliding_window(image, predictor, patch=(16, 16, 16), overlap=0.5, batch_size=2)
     assert probabilities.shape == (2, 20, 24, 18)
     assert np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_multi_lesion_pretraining_then_continual_with_rehearsal(tmp_path: Path) -> None:
+    pre = tiny_config(epochs=1)
+    pre.network.family, pre.network.heads = "multi_lesion", ("nodule", "effusion")
+    pre.schedule.iterations_per_epoch = 2
+    pre.augmentation.enabled = False
+    first = fit(pre.validate(), out_dir=tmp_path / "pre")
+    assert set(first.history[0]["val_dice_by_head"]) == {"nodule", "effusion"}
+    cont = tiny_config(epochs=1)
+    cont.strategy.name, cont.strategy.pretrained = "continual", str(tmp_path / "pre/checkpoints/last")
+    cont.strategy.keep_source_heads, cont.strategy.rehearsal_fraction = True, 0.5
+    cont.schedule.iterations_per_epoch = 6
+    cont.augmentation.enabled = False
+    result = fit(cont.validate(), out_dir=tmp_path / "cont")
+    assert tuple(result.model.decoders) == ("nodule", "effusion", "target")
+    assert set(result.history[0]["val_dice_by_head"]) == {"nodule", "effusion", "target"}
+    before = first.model.state_dict()
+    after = result.model.state_dict()
+    moved = {name for name in ("nodule", "effusion")
+             if not torch.equal(before[f"decoders.{name}.heads.0.conv.conv.weight"],
+                                after[f"decoders.{name}.heads.0.conv.conv.weight"])}
+    assert moved  # rehearsal trained at least one source head
