@@ -302,3 +302,14 @@ def test_a_study_that_kills_its_worker_fails_alone(tmp_path: Path, calls: Path) 
     counts = calls_per_key(calls)
     assert counts[rows["case_02.nii.gz"]["key"]] == 2  # in the pool, then alone
     assert all(counts[rows[p.name]["key"]] <= 2 for p in paths)
+
+
+def test_merge_keeps_the_best_row_of_a_study_and_refuses_non_batch_folders(tmp_path: Path) -> None:
+    from covseg.engine.batch.summary import merge_rows
+
+    first = [{"key": "a", "status": "failed", "error": "x"}, {"key": "b", "status": "ok"}]
+    second = [{"key": "a", "status": "ok", "error": None}, {"key": "c", "status": "skipped"}]
+    merged = merge_rows([first, second])
+    assert [(r["key"], r["status"]) for r in merged] == [("a", "ok"), ("b", "ok"), ("c", "skipped")]
+    (tmp_path / "empty").mkdir()
+    assert run(["batch-merge", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 3
