@@ -74,3 +74,22 @@ def test_summary_skips_undefined_values() -> None:
     assert row["hd95_mm_n"] == 1 and row["hd95_mm_mean"] == 4.0 and row["hd95_mm_std"] is None
     assert mean_std(row, "dsc") == "0.600 ± 0.141"
     assert mean_std(row, "hd95_mm") == "4.000"
+
+
+@pytest.mark.realdata
+def test_mosmed_masks_against_themselves_and_nibabel(shared_data: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    masks = sorted((shared_data / "mosmed_covid_masks" / "masks").glob("*.nii.gz"))[:2]
+    for folder in ("pred", "truth"):
+        (tmp_path / folder).mkdir()
+        for mask in masks:
+            (tmp_path / folder / mask.name).symlink_to(mask)
+    result = evaluate_folder(tmp_path / "pred", tmp_path / "truth", labels={"finding": 1})
+    assert [r["case"] for r in result.rows] == [m.name[: -len(".nii.gz")] for m in masks]
+    for row, mask in zip(result.rows, masks, strict=True):
+        image = nib.load(mask)
+        voxels = int(np.count_nonzero(np.asarray(image.dataobj) == 1))
+        assert row["dsc"] == 1.0 and row["nsd"] == 1.0 and row["hd95_mm"] == 0.0
+        assert row["truth_voxels"] == voxels > 0
+        assert row["truth_ml"] == pytest.approx(voxels * float(np.prod(image.header.get_zooms())) / 1000, rel=1e-5)

@@ -250,24 +250,35 @@ def _normalizer(checkpoint: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     return lambda hu: ((hu - hu.mean()) / (hu.std() + 1e-6)).astype(np.float32)
 
 
+def _images(source: Path, max_cases: int) -> list[np.ndarray]:
+    """HU arrays of up to `max_cases` images of a dataset folder, or of the one study at `source`."""
+    from covseg.engine.reading import read_study
+    from covseg.errors import InputError
+    from covseg.training.datasets import detect_layout, load_dataset
+
+    if source.is_dir():
+        try:
+            detect_layout(source)
+        except InputError:
+            return [read_study(source).array]  # not a dataset: a DICOM folder
+        return [c.load_image().array for c in load_dataset(source).cases[:max_cases]]
+    return [read_study(source).array]
+
+
 def analysis_inputs(data: str | Path, checkpoint: str | Path, *, patches: int = 8, max_cases: int = 4,
                     seed: int = 0) -> np.ndarray:
     """(N, 1, z, y, x) normalised patches of the training patch size, at seeded random positions of
     up to `max_cases` images of a dataset (or of one study). Both networks see the same inputs;
     images are used on their own grid (no resampling), which is enough to compare representations."""
-    from covseg.engine.reading import read_study
     from covseg.training.checkpoint import load_checkpoint
-    from covseg.training.datasets import load_dataset
 
     patch = tuple(int(v) for v in load_checkpoint(checkpoint).config.schedule.patch_zyx)
-    source = Path(data)
-    volumes = ([c.load_image() for c in load_dataset(source).cases[:max_cases]] if source.is_dir()
-               and not any(source.glob("*.dcm")) else [read_study(source)])
+    volumes = _images(Path(data), max_cases)
     normalize = _normalizer(checkpoint)
     rng = np.random.default_rng(seed)
     out = []
     for index in range(patches):
-        hu = volumes[index % len(volumes)].array
+        hu = volumes[index % len(volumes)]
         padded = np.pad(hu, [(0, max(0, p - s)) for p, s in zip(patch, hu.shape, strict=True)],
                         constant_values=-1024.0)
         corner = [int(rng.integers(0, s - p + 1)) for p, s in zip(patch, padded.shape, strict=True)]
