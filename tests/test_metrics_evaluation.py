@@ -93,3 +93,15 @@ def test_mosmed_masks_against_themselves_and_nibabel(shared_data: Path, tmp_path
         assert row["dsc"] == 1.0 and row["nsd"] == 1.0 and row["hd95_mm"] == 0.0
         assert row["truth_voxels"] == voxels > 0
         assert row["truth_ml"] == pytest.approx(voxels * float(np.prod(image.header.get_zooms())) / 1000, rel=1e-5)
+
+
+def test_paper_tables_order_folds_numerically(tmp_path: Path) -> None:
+    from covseg.training.evaluation import paper_tables
+
+    rows: list[dict[str, object]] = [
+        {"strategy": "scratch", "pretrained": "none", "fold": k, "case": f"c{k}", "dsc": 0.5, "nsd": 0.5,
+         "sensitivity": 0.5, "f1": 0.5, "accuracy": 0.9, "seconds_per_epoch": 100.0 + k} for k in range(11)]
+    paper_tables(rows, tmp_path, structure="infection", table3_pretrained="none", nsd_tolerance_mm=3.0)
+    header = (tmp_path / "table1.md").read_text().splitlines()[4]
+    assert header.index("DSC fold 2 ") < header.index("DSC fold 10 ") < header.index("DSC fold AVG")
+    assert "| AVG | avg | 0.500 | 0.500 | 0.500 | 105s |" in (tmp_path / "table3.md").read_text()

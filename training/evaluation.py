@@ -261,7 +261,8 @@ def paper_tables(rows: Sequence[Row], out_dir: Path, *, structure: str, table3_p
     """Tables 1-3 of paper 000 (CSV long form + Markdown wide form) from per-case experiment rows
     (keys strategy, pretrained, fold, seconds_per_epoch and the metrics)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    folds = sorted(_ordered(r.get("fold") for r in rows), key=str)
+    folds = sorted(_ordered(r.get("fold") for r in rows), key=lambda f: (str(type(f)), f if isinstance(f, int) else 0,
+                                                                        str(f)))
     keys = _ordered((r.get("strategy"), r.get("pretrained")) for r in rows)
     summary = _fold_summary(rows, ("dsc", "nsd", "sensitivity", "f1", "accuracy"))
     cell = {(r["strategy"], r["pretrained"], r["fold"]): r for r in summary}
