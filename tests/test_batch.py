@@ -313,3 +313,11 @@ def test_merge_keeps_the_best_row_of_a_study_and_refuses_non_batch_folders(tmp_p
     assert [(r["key"], r["status"]) for r in merged] == [("a", "ok"), ("b", "ok"), ("c", "skipped")]
     (tmp_path / "empty").mkdir()
     assert run(["batch-merge", str(tmp_path / "empty"), "--out", str(tmp_path / "m")]) == 3
+
+
+def test_batch_imports_neither_torch_nor_training() -> None:
+    code = ("import sys, covseg.engine.batch.runner, covseg.engine.batch.dask_backend, covseg.engine.batch.sessions, "
+            "covseg.engine.batch.plots, covseg.engine.batch.local_backend, covseg.commands.batch; "
+            "print([m for m in ('torch', 'monai', 'covseg.training', 'covseg.export') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
