@@ -54,6 +54,7 @@ class Component:
     occupancy: np.ndarray
     spacing: tuple[float, float, float]
     source: str
+    volume_ml: float
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,9 +74,9 @@ def components(path: Path) -> tuple[Component, ...]:
             continue
         crop = np.pad((labels[box] == number).astype(np.float32), 2)
         occupancy = ndimage.gaussian_filter(crop, sigma=(0.6, 1.5, 1.5))
-        found.append((sizes[number], Component(occupancy, spacing, f"mosmed:{path.name}#{number}")))  # type: ignore[arg-type]
-    found.sort(key=lambda item: -item[0])
-    return tuple(component for _, component in found)
+        found.append(Component(occupancy, spacing, f"mosmed:{path.name}#{number}",  # type: ignore[arg-type]
+                               float(sizes[number] * voxel_ml)))
+    return tuple(sorted(found, key=lambda component: -component.volume_ml))
 
 
 class MosmedShapes:
@@ -89,8 +90,9 @@ class MosmedShapes:
     def _pick(self) -> Component | None:
         for _ in range(8):
             found = components(self.files[int(self.rng.integers(len(self.files)))])
-            if found:
-                return found[int(self.rng.integers(len(found)))]
+            if found:  # larger lesions more often, as they dominate a case's burden
+                weights = np.array([component.volume_ml for component in found])
+                return found[int(self.rng.choice(len(found), p=weights / weights.sum()))]
         return None
 
     def __call__(self, centre: np.ndarray, outward: np.ndarray, scale: float) -> tuple[Shape | None, str]:
@@ -106,6 +108,8 @@ class MosmedShapes:
         extent_mm = size * np.array(component.spacing)
         fit = scale * min(1.0, MAX_EXTENT_MM / float(extent_mm.max()))
         half = extent_mm * fit * to_reference / 2.0
+        # Sites hug the pleura; move inwards by a third of the lesion so most of it stays in the lung.
+        centre = centre - outward * float(np.min(half)) / 3.0
         box = frame.box(centre - half, centre + half)
         if box is None:
             return None, component.source

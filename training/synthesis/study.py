@@ -40,8 +40,8 @@ def readme_text(phantom: Phantom, command: str | None) -> str:
         "covseg synthetic chest CT phantom: not patient data; research use only.",
         f"Command: {command or '(library call)'}",
         f"Seed: {config.seed}   Generator version: {GENERATOR_VERSION}",
-        f"Lesions: {', '.join(config.lesions) or 'none'} (count {config.lesion_count}, scale {config.lesion_scale},"
-        f" MosMed shapes: {'yes' if config.use_mosmed else 'no'})",
+        "Lesions: " + (f"{', '.join(config.lesions)} (count {config.lesion_count}, scale {config.lesion_scale}, "
+                       f"MosMed shapes: {'yes' if config.use_mosmed else 'no'})" if config.lesions else "none"),
         f"Grid (x, y, z): size {list(geometry.size)}, spacing mm {[round(v, 4) for v in geometry.spacing]}, "
         f"slice thickness {config.thickness_mm:g} mm, origin mm {[round(v, 3) for v in geometry.origin]}, "
         "direction identity (LPS: +x patient left, +y posterior, +z head)",
