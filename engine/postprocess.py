@@ -38,6 +38,9 @@ class PostprocessOptions:
     consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU
     # Infection is kept inside the lungs dilated by this margin (pleural consolidation at the rim).
     lung_margin_mm: float = 5.0
+    # 2-D (per axial slice) holes up to this area are filled in lungs: vessels and airways, not the
+    # diaphragm dome or heart that lung bases surround in a slice (3-D holes are filled at any size).
+    max_plane_hole_mm2: float = 500.0
     # A second lung component is a lung only when at least this fraction of the largest one.
     second_lung_min_fraction: float = 0.1
 
@@ -175,25 +178,31 @@ def largest_components(mask: np.ndarray, count: int = 1, *, min_fraction: float 
     return parts
 
 
-def _fill(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
-    """Fill background components that do not reach the (padded) border under `structure`.
+def _fill(mask: np.ndarray, structure: np.ndarray, max_voxels: int | None = None) -> np.ndarray:
+    """Fill background components that do not reach the (padded) border under `structure` and have at
+    most `max_voxels` voxels (None: any size).
 
     Hand-written rather than ndimage.binary_fill_holes because labelling the background once is far
-    faster than its iterative propagation, and it fills every slice at once with a 2-D structure.
+    faster than its iterative propagation, it fills every slice at once with a 2-D structure, and it
+    can leave large holes open.
     """
     padded = np.pad(~mask, 1, constant_values=True)
     labelled, n = ndimage.label(padded, structure=structure)
     border = np.ones_like(padded)
     border[1:-1, 1:-1, 1:-1] = False
-    outside = np.zeros(n + 1, dtype=bool)
-    outside[labelled[border]] = True
-    outside[0] = True  # label 0 is the mask itself
-    holes = ~outside[labelled]
+    keep_open = np.zeros(n + 1, dtype=bool)
+    keep_open[labelled[border]] = True
+    keep_open[0] = True  # label 0 is the mask itself
+    if max_voxels is not None:
+        keep_open |= np.bincount(labelled.ravel(), minlength=n + 1) > max_voxels
+    holes = ~keep_open[labelled]
     return mask | holes[1:-1, 1:-1, 1:-1]
 
 
-def fill_holes(mask: np.ndarray, axial: int) -> np.ndarray:
-    """Holes filled in 2-D per axial plane (vessels, airways) and then in 3-D."""
+def fill_holes(mask: np.ndarray, axial: int, *, max_plane_hole_voxels: int | None = None) -> np.ndarray:
+    """Holes filled in 2-D per axial plane (vessels, airways; at most `max_plane_hole_voxels` each, so
+    that the diaphragm dome or the heart, which lung bases surround in an axial slice, stay out) and
+    then in 3-D (any size: a 3-D hole is enclosed by the organ on every side)."""
     box = bounding_box(mask)
     if box is None:
         return mask.copy()
@@ -202,10 +211,17 @@ def fill_holes(mask: np.ndarray, axial: int) -> np.ndarray:
     index: list[slice | int] = [slice(None)] * 3
     index[axial] = 1
     plane[tuple(index)] = ndimage.generate_binary_structure(2, 1)
-    crop = _fill(_fill(crop, plane), FACE)
+    crop = _fill(_fill(crop, plane, max_plane_hole_voxels), FACE)
     out = mask.copy()
     out[box] = crop
     return out
+
+
+def plane_voxels(geometry: Geometry, axial: int, area_mm2: float) -> int:
+    """How many voxels of an axial plane make `area_mm2`."""
+    spacing_zyx = geometry.spacing[::-1]
+    pixel = float(np.prod([s for axis, s in enumerate(spacing_zyx) if axis != axial]))
+    return max(int(area_mm2 / pixel), 0)
 
 
 def dilate_mm(mask: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndarray:
@@ -332,8 +348,9 @@ def _lungs_and_infection(masks: StructureMasks, geometry: Geometry, options: Pos
     assert masks.lung is not None
     left, right = split_lungs(masks.lung, geometry, left_hint=masks.lung_left_hint,
                               right_hint=masks.lung_right_hint, options=options)
-    left = fill_holes(left, axial)
-    right = fill_holes(right, axial) & ~left
+    limit = plane_voxels(geometry, axial, options.max_plane_hole_mm2)
+    left = fill_holes(left, axial, max_plane_hole_voxels=limit)
+    right = fill_holes(right, axial, max_plane_hole_voxels=limit) & ~left
     infection = np.zeros(left.shape, dtype=bool)
     if masks.infection is not None:
         infection = masks.infection & dilate_mm(left | right, geometry, options.lung_margin_mm)

@@ -4,8 +4,10 @@ Definitions (also in the docs):
 - Volumes are voxel counts times the input grid's voxel volume, in mL.
 - A lung's volume is the whole organ: its lung voxels plus the infection voxels inside it, so
   percent of a lung = infection in that lung / (lung + infection in that lung) = infection / lung volume.
-- Each infection voxel belongs to the lung its lesion (26-connected component) touches most;
-  a lesion touching no lung voxel goes to the side of its centroid's LPS x relative to the lungs' midpoint.
+- Each infection voxel belongs to the lung its lesion (26-connected component) touches; a lesion touching
+  both lungs is split voxel by voxel, each voxel going to the lung that reaches it first through the
+  lesion (a geodesic race); a lesion touching no lung voxel goes to the side of its centroid's LPS x
+  relative to the lungs' centroid.
 - Lesion count: 26-connected infection components of at least `min_lesion_ml` (default 0.1 mL).
 - A value that cannot be measured is None and `reasons` says why, keyed by its report path with the
   `structures.` prefix dropped ("liver.volume_ml", "infection.percent_of_lungs"); never 0 in its place.
@@ -20,13 +22,14 @@ import numpy as np
 from scipy import ndimage
 
 from covseg.engine.geometry import Geometry
-from covseg.engine.postprocess import FULL, bounding_box, centroid, label_mask, lps_x_of_points
+from covseg.engine.postprocess import FULL, bounding_box, centroid, grow_sides, label_mask, lps_x_of_points
 from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU, INFECTION_LABELS, Label
 
 DEFAULT_MIN_LESION_ML = 0.1
 LESION_CONNECTIVITY = 26
 SIDES = ("lung_left", "lung_right")
 NO_LOBE_MODEL = "no lobe model"
+RACE_STEPS = 10_000  # the geodesic race stops by itself when nothing grows
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,20 @@ def infection_sides(labels: np.ndarray, geometry: Geometry) -> tuple[np.ndarray,
     lungs = label_mask(labels, [int(Label.LUNG_LEFT), int(Label.LUNG_RIGHT)])
     midpoint = float(lps_x_of_points(geometry, centroid(lungs))) if lungs.any() else 0.0
     is_left = touch_left > touch_right
-    ties = [i for i in range(1, n + 1) if touch_left[i] == touch_right[i]]
-    if ties:  # lesions touching no lung (or both equally): by the side of their centroid
+    ties = [i for i in range(1, n + 1) if touch_left[i] == 0 and touch_right[i] == 0]
+    if ties:  # lesions touching no lung: by the side of their centroid
         centroids = ndimage.center_of_mass(infection[box], components, ties)
         for i, c in zip(ties, centroids, strict=True):
             is_left[i] = float(lps_x_of_points(geometry, np.asarray(c) + offset)) > midpoint
     side = is_left[components] & (components > 0)
+    shared = (touch_left > 0) & (touch_right > 0)
+    shared[0] = False
+    if shared.any():  # lesions touching both lungs: each voxel to the lung that reaches it first
+        free = shared[components]
+        reached_left, reached_right = grow_sides(crop == int(Label.LUNG_LEFT), crop == int(Label.LUNG_RIGHT),
+                                                 free, steps=RACE_STEPS)
+        side[free & reached_left] = True
+        side[free & reached_right] = False
     left[box] = side
     right[box] = (components > 0) & ~side
     return left, right

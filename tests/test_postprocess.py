@@ -151,3 +151,16 @@ def test_groups_of_model_classes() -> None:
     assert groups_of({0: "background", 1: "lung_left", 2: "lung_right"}) == {"lung"}
     assert groups_of({0: "background", 1: "infection_ground_glass", 2: "infection_consolidation"}) == {"infection"}
     assert groups_of({0: "background", 1: "liver"}) == {"liver"}
+
+
+def test_diaphragm_dome_surrounded_in_slices_is_not_filled() -> None:
+    """An axial-slice hole open in 3-D (the dome rising into the lung base) stays out; a vessel is filled."""
+    geometry = _geometry()
+    lung = np.zeros(SHAPE, dtype=bool)
+    lung[6:26, 6:34, 6:42] = True
+    z, y, x = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    dome = ((y - 20) ** 2 + (x - 24) ** 2 <= 64) & (z < 14)  # 800 mm2 per slice, open at the bottom
+    vessel = (y == 12) & (x == 12) & (z >= 8) & (z < 24)  # 9 mm2 a slice
+    labels = postprocess(StructureMasks(lung=lung & ~dome & ~vessel), np.full(SHAPE, -800.0), geometry)
+    assert not labels[dome & lung].any()
+    assert labels[vessel].all()

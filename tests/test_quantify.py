@@ -113,3 +113,22 @@ def test_empty_structures_measure_zero_but_mean_is_null() -> None:
     assert "liver.mean_hu" in q.reasons
     assert q.infection["volume_ml"] == 0.0 and q.infection["lesion_count"] == 0
     assert q.infection["percent_of_lungs"] is None and q.reasons["infection.percent_of_lungs"] == "no lungs found"
+
+
+def test_lesion_bridging_both_lungs_is_split_voxel_by_voxel() -> None:
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    hu = np.full(SHAPE, -850.0, dtype=np.float32)
+    labels[_ellipsoid_mm(LEFT_C, 20.0)] = Label.LUNG_LEFT
+    labels[_ellipsoid_mm(RIGHT_C, 20.0)] = Label.LUNG_RIGHT
+    bar = np.zeros(SHAPE, dtype=bool)
+    bar[28:32, 40:46, 40:71] = True  # x 40..70 mm: from inside the right lung across to the left one
+    labels[bar] = Label.INFECTION_CONSOLIDATION
+    q = quantify(labels, hu, GEOMETRY, ran=frozenset({"lung", "infection"}))
+    # Each bar voxel goes to the lung nearer along the bar: the split lies at the midpoint x = 55 mm.
+    x = np.nonzero(bar)[2] * SPACING[0]
+    voxel_ml = GEOMETRY.voxel_volume_ml
+    by_lung = q.infection["by_lung"]
+    left_ml, right_ml = by_lung["lung_left"]["volume_ml"], by_lung["lung_right"]["volume_ml"]
+    assert left_ml + right_ml == pytest.approx(bar.sum() * voxel_ml, abs=1e-3)
+    assert left_ml == pytest.approx(np.count_nonzero(x > 55.0) * voxel_ml, abs=24 * voxel_ml)  # one bar slab
+    assert q.infection["lesion_count"] == 1
