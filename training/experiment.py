@@ -6,6 +6,21 @@ loop's `fit` for every (strategy, pre-trained model, fold), predicts the fold's 
 them with `covseg.training.metrics` and writes paper 000's Tables 1-3 (`paper_tables`). Each run
 ends with `result.json` in its folder; a rerun skips those runs and resumes the unfinished one
 (the loop resumes from its last checkpoint), so an interrupted experiment costs at most one epoch.
+
+Example (paper 000, Table 3; relative paths resolve against the file's folder):
+
+    name = "paper000"
+    data = "COVID-19-CT-Seg"            # any layout covseg.training.datasets reads
+    folds = 5                           # or splits = "splits.json" (a fixed, published split)
+    scheme = "inverse"                  # train on 20 %, test on 80 % of the cases per fold
+    strategies = ["scratch", "continual", "body_finetune", "lesion_representations", "hybrid"]
+    table3_pretrained = "multi_lesion"
+    [pretrained]
+    multi_lesion = "checkpoints/multi_lesion/checkpoints/last"
+    [structures]
+    infection = ["infection_ground_glass", "infection_consolidation"]
+    [training]                          # covseg.training.config tree shared by every run
+    data = { validation_cases = 0, classes = ["background", "infection"] }
 """
 
 from __future__ import annotations
