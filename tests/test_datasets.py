@@ -148,6 +148,8 @@ def test_unknown_layout_and_label_names(tmp_path: Path) -> None:
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_ircad_17_liver_volume(shared_data: Path) -> None:
+    single = load_dataset(shared_data / "ircad" / "3Dircadb1.17")  # a case folder is a one-case dataset
+    assert single.ids == ("3Dircadb1.17",) and [s.member for s in single.cases[0].labels] == ["liver"]
     dataset = load_dataset(shared_data / "ircad")
     assert {"3Dircadb1.17", "3Dircadb1.1"} <= set(dataset.ids)
     assert [c.id for c in dataset.labelled()] == ["3Dircadb1.17"]
