@@ -73,10 +73,10 @@ def test_library_against_slicer_core(tmp_path: Path) -> None:
         pytest.skip("no .venv-slicer: run scripts/setup_slicer.sh")
     from model_factory import make_package
 
-    study = REPO / "sample_data" / "image.nii.gz"
-    truth = REPO / "sample_data" / "labels.nii.gz"
+    study = REPO / "sample_data" / "covid_phantom_seed4" / "image.nii.gz"
+    truth = REPO / "sample_data" / "covid_phantom_seed4" / "labels.nii.gz"
     if not study.exists():
-        pytest.skip("sample_data/image.nii.gz not generated yet")
+        pytest.skip("sample study missing")
     packages = [str(make_package(tmp_path / "models", kind)) for kind in ("lung", "infection")]
     env = {**os.environ, "COVSEG_LAUNCHER": json.dumps([sys.executable, "-m", "covseg"]),
            "COVSEG_STUDY": str(study), "COVSEG_TRUTH": str(truth), "COVSEG_MODELS": json.dumps(packages),

@@ -164,8 +164,7 @@ def lung_reference(volume: Volume, config: LungReferenceConfig | None = None) ->
         part = _largest_component(sides == side)
         if not part.any():
             continue
-        closed = ndimage.binary_closing(part, structure=structure) | part
-        closed = _fill_small_holes(closed, config.max_hole_mm2 / (spacing_zyx[1] * spacing_zyx[2]))
+        closed = _close_and_fill(part, structure, config.max_hole_mm2 / (spacing_zyx[1] * spacing_zyx[2]))
         centroid_xyz = np.array(ndimage.center_of_mass(closed))[::-1]
         if not head_last:
             centroid_xyz[2] = hu.shape[0] - 1 - centroid_xyz[2]
@@ -173,6 +172,19 @@ def lung_reference(volume: Volume, config: LungReferenceConfig | None = None) ->
             (np.array(hu.shape[::-1]) - 1) / 2.0)[0]
         labels[closed & (labels == 0)] = int(Label.LUNG_LEFT if is_left else Label.LUNG_RIGHT)
     return volume.with_array(labels if head_last else labels[::-1])
+
+
+def _close_and_fill(part: np.ndarray, structure: np.ndarray, max_hole_pixels: float) -> np.ndarray:
+    """Closing and small-hole filling computed on the part's bounding box only (a lung is a fraction
+    of the scan; the closing over the whole grid dominated the run time)."""
+    margin = [s // 2 + 1 for s in structure.shape]
+    box = tuple(slice(max(0, int(idx.min()) - m), int(idx.max()) + m + 1)
+                for idx, m in zip(np.nonzero(part), margin, strict=True))
+    local = part[box]
+    closed = ndimage.binary_closing(local, structure=structure) | local
+    out = np.zeros_like(part)
+    out[box] = _fill_small_holes(closed, max_hole_pixels)
+    return out
 
 
 def _fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:

@@ -178,7 +178,7 @@ class CovSegTest(ScriptedLoadableModuleTest):
         self.test_sample_study()
 
     def test_sample_study(self):
-        sample = Path(__file__).resolve().parents[2] / "sample_data" / "image.nii.gz"
+        sample = Path(__file__).resolve().parents[2] / "sample_data" / "covid_phantom_seed4" / "image.nii.gz"
         if not sample.exists():
             self.delayDisplay(f"sample study {sample} not found; skipped")
             return
