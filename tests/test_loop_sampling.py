@@ -1,0 +1,79 @@
+"""Patch sampling: foreground oversampling, DistributedSampler-style sharding, padding, MONAI
+augmentation that keeps labels valid; and the training data preparation (classes, normalisation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from covseg.labels import Label
+from covseg.training.config import AugmentationConfig, Config
+from covseg.training.data import Case, build_cases, to_classes
+from covseg.training.sampling import PatchSampler, make_augmentation
+
+
+def _case(shape: tuple[int, int, int] = (40, 40, 40)) -> Case:
+    target = np.zeros(shape, dtype=np.uint8)
+    target[5:8, 5:8, 5:8] = 1  # 27 foreground voxels in a corner: random patches rarely hit them
+    image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    return Case("c", image, target, (1.0, 1.0, 1.0))
+
+
+def test_a_third_of_patches_are_centred_on_foreground() -> None:
+    sampler = PatchSampler([_case()], (16, 16, 16), 3, 1 / 3, None, seed=4)
+    specs = sampler.specs(epoch=0, iterations=300)
+    forced = [s for s in specs if s.foreground]
+    assert 0.28 < len(forced) / len(specs) < 0.39
+    assert all(tuple(s.centre) in {(z, y, x) for z in range(5, 8) for y in range(5, 8) for x in range(5, 8)}
+               for s in forced)
+    for spec in forced[:5]:
+        image, label = sampler.sample(spec)
+        assert image.shape == (1, 16, 16, 16) and label.shape == (1, 16, 16, 16) and label.sum() == 27
+
+
+def test_ranks_shard_one_global_list_like_distributed_sampler() -> None:
+    cases = [_case(), _case()]
+    whole = PatchSampler(cases, (16, 16, 16), 2, 1 / 3, None, seed=1).specs(3, 5)
+    ranks = [PatchSampler(cases, (16, 16, 16), 2, 1 / 3, None, seed=1, rank=r, world=2).specs(3, 5)
+             for r in range(2)]
+    global_list = PatchSampler(cases, (16, 16, 16), 2, 1 / 3, None, seed=1, world=2)
+    everything = global_list.specs(3, 5)  # rank 0 of 2
+    assert everything == ranks[0] and len(ranks[0]) == len(ranks[1]) == len(whole) == 10
+    assert not set(ranks[0]) & set(ranks[1])
+    assert whole != PatchSampler(cases, (16, 16, 16), 2, 1 / 3, None, seed=1).specs(4, 5)  # epochs differ
+
+
+def test_small_cases_are_padded_to_the_patch() -> None:
+    sampler = PatchSampler([_case((10, 12, 20))], (16, 16, 16), 1, 0.0, None, seed=0)
+    image, label = next(sampler.batches(0, 1))
+    assert image.shape == (1, 1, 16, 16, 16) and label.shape == (1, 1, 16, 16, 16)
+
+
+def test_augmentation_is_seeded_and_keeps_labels_valid() -> None:
+    aug = make_augmentation(AugmentationConfig(rotate_prob=1.0, scale_prob=1.0, noise_prob=1.0, elastic_prob=0.0))
+    sampler = PatchSampler([_case()], (16, 16, 16), 1, 1.0, aug, seed=2)
+    spec = sampler.specs(0, 1)[0]
+    first, again = sampler.sample(spec), sampler.sample(spec)
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    plain = PatchSampler([_case()], (16, 16, 16), 1, 1.0, None, seed=2).sample(spec)
+    assert not np.array_equal(first[0], plain[0])
+    assert set(np.unique(first[1])) <= {0, 1} and first[0].dtype == np.float32
+
+
+def test_classes_groups_and_normalisation() -> None:
+    labels = np.array([0, 1, 2, 3, 4, 5, 6], dtype=np.uint8)
+    assert to_classes(labels, ("background", "infection")).tolist() == [0, 0, 0, 1, 1, 0, 0]
+    assert to_classes(labels, ("background", "lungs", "liver")).tolist() == [0, 1, 1, 0, 0, 2, 0]
+    cfg = Config()
+    cfg.data.source, cfg.data.shape_zyx, cfg.data.cases = "spheres", (24, 24, 24), 3
+    train, val, norm = build_cases(cfg)
+    assert len(train) == 2 and len(val) == 1 and norm.kind == "ct_clip_zscore"
+    foreground = np.concatenate([c.image[0][c.target > 0] for c in train])
+    assert abs(float(foreground.mean())) < 1e-3 and abs(float(foreground.std()) - 1.0) < 1e-2
+    cfg.data.normalization = "window"
+    _, _, window = build_cases(cfg)
+    assert window.kind == "ct_window" and window.value_of(-1024.0) == 0.0
+    assert int(Label.INFECTION_GROUND_GLASS) in (3,)  # the sphere generator's labels come from covseg.labels
