@@ -60,7 +60,8 @@ class LesionFields:
 
 def _basis(outward: np.ndarray) -> np.ndarray:
     """Rows: two tangents to the pleura and the outward normal."""
-    n = outward / max(float(np.linalg.norm(outward)), 1e-9)
+    norm = float(np.linalg.norm(outward))
+    n = outward / norm if norm > 1e-6 else np.array([0.0, 1.0, 0.0])  # no gradient (tiny lung): posterior
     helper = np.array([0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
     t1 = np.cross(n, helper)
     t1 /= np.linalg.norm(t1)
