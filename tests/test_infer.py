@@ -201,3 +201,19 @@ def test_seg_failure_costs_only_the_seg(study: dict[str, object], tmp_path: Path
                           device="cpu", threads=1)
     assert report["outputs"]["seg"] is None and "frame of reference" in report["reasons"]["outputs.seg"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.nii.gz", "preview.png", "report.json"]
+
+
+def test_infer_runs_without_torch(study: dict[str, object], tmp_path: Path) -> None:
+    """An inference-only install has no torch: block it and run `covseg infer` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    args = _args(study, "ct.nii.gz", tmp_path / "out")
+    script = ("import sys\nfor name in ('torch', 'monai', 'onnx'): sys.modules[name] = None\n"
+              "from covseg.cli import run\ncode = run(sys.argv[1:])\n"
+              "assert not any(m.startswith(('covseg.training', 'covseg.export')) for m in sys.modules)\n"
+              "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
