@@ -161,3 +161,27 @@ def test_tiny_and_anisotropic_grids_still_draw_every_structure(size: tuple[int, 
     assert p.image.geometry.size == size and np.allclose(p.image.geometry.spacing, spacing)
     present = set(np.unique(p.labels.array))
     assert {Label.LUNG_LEFT, Label.LUNG_RIGHT, Label.LIVER, Label.LESION_PLEURAL_EFFUSION} <= present
+
+
+def test_ground_glass_adds_to_the_lung_so_vessels_stay_visible() -> None:
+    """Same seed with and without infection (same anatomy and noise): inside ground glass the diseased HU
+    still follows the healthy HU (vessels brighter than parenchyma), and is higher everywhere."""
+    healthy = make_phantom(replace(TINY, lesions=()))
+    covid = make_phantom(replace(TINY, lesions=("covid",)))
+    ggo = covid.labels.array == Label.INFECTION_GROUND_GLASS
+    before, after = healthy.image.array[ggo], covid.image.array[ggo]
+    assert np.corrcoef(before, after)[0, 1] > 0.5
+    assert np.mean(after - before) > 100.0
+    infection = np.isin(covid.labels.array, (Label.INFECTION_GROUND_GLASS, Label.INFECTION_CONSOLIDATION))
+    far = ndimage.distance_transform_edt(~infection) > 4.0  # beyond each lesion's soft edge and blur
+    assert np.array_equal(healthy.image.array[far], covid.image.array[far])
+
+
+def test_effusion_compresses_the_lung_in_front_of_it(phantom: Phantom) -> None:
+    labels, image = phantom.labels.array, phantom.image.array
+    effusion = labels == Label.LESION_PLEURAL_EFFUSION
+    lungs = np.isin(labels, (Label.LUNG_LEFT, Label.LUNG_RIGHT))
+    # Lung voxels directly anterior (smaller array y = smaller LPS y) of the fluid.
+    anterior = lungs & np.roll(effusion, -1, axis=1) & ~effusion
+    assert anterior.sum() > 10
+    assert np.median(image[anterior]) > np.median(image[lungs]) + 100.0
