@@ -109,21 +109,26 @@ def phantom_studies(folder: Path, count: int, size_xyz: tuple[int, int, int]) ->
     return "procedural phantom (covseg.training.synthesis)" if make_phantom is not None else "analytic chest"
 
 
-def real_studies(folder: Path, count: int) -> None:
-    for index in range(count):  # copies of one series: the same UID, so keys get a path suffix
-        shutil.copytree(REAL, folder / f"copy_{index:02d}")
+def real_studies(folder: Path, count: int) -> list[Path]:
+    """Copies of one series, each passed as its own input: the reader groups one input folder by UID, so
+    copies under one folder would be one series with duplicate slices; as separate inputs they are
+    separate studies whose keys get a path suffix."""
+    copies = [folder / f"copy_{index:02d}" for index in range(count)]
+    for copy in copies:
+        shutil.copytree(REAL, copy)
+    return copies
 
 
-def measure(inputs: Path, out: Path, workers: int, model_paths: list[str]) -> dict[str, Any]:
+def measure(inputs: list[Path], out: Path, workers: int, model_paths: list[str]) -> dict[str, Any]:
     from covseg.engine.batch import BatchOptions, run_batch
 
     options = BatchOptions(out=out, workers=workers, plot=False,
                            infer_options={"model_paths": tuple(model_paths), "device": "cpu", "overlap": 0.5})
     start = time.perf_counter()
-    result = run_batch([str(inputs)], options)
+    result = run_batch([str(p) for p in inputs], options)
     wall = time.perf_counter() - start
     ok = result.count("ok")
-    errors = sorted({str(r["error"]) for r in result.rows if r.get("status") == "failed"})
+    errors = sorted({f"{r['status']}: {r['error']}" for r in result.rows if r.get("status") != "ok"})
     per_study = [float(r["runtime.seconds.total"]) for r in result.rows
                  if isinstance(r.get("runtime.seconds.total"), int | float)]
     return {"workers": workers, "threads": result.threads_per_worker, "studies": len(result.rows), "ok": ok,
@@ -160,13 +165,13 @@ def main() -> None:
         root = Path(temp)
         model_paths, which = models(root / "models")
         made = phantom_studies(root / "phantoms", args.studies, tuple(args.size))
-        rows = [measure(root / "phantoms", root / f"out{w}", w, model_paths) for w in (1, 2)]
+        rows = [measure([root / "phantoms"], root / f"out{w}", w, model_paths) for w in (1, 2)]
         size = "x".join(str(s) for s in args.size)
         sections += table(f"Sample-sized studies: {args.studies} DICOM series of the {made}, {size} voxels, "
                           "1.9x1.9x4.5 mm", rows)
         if args.real and REAL.is_dir():
-            real_studies(root / "real", args.real)
-            rows = [measure(root / "real", root / f"real{w}", w, model_paths) for w in (1, 2)]
+            copies = real_studies(root / "real", args.real)
+            rows = [measure(copies, root / f"real{w}", w, model_paths) for w in (1, 2)]
             sections += table(f"Real chest CT (lungdx_a0001 series 2, 512x512x64, {args.real} copies)", rows)
     header = [
         "# Batch throughput (`covseg batch`)", "",
