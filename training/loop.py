@@ -71,9 +71,16 @@ def make_optimizer(config: Config, groups: list[dict[str, Any]]) -> torch.optim.
 
 
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Poly decay per epoch: lr = lr0 * (1 - epoch / epochs) ** 0.9 (paper 000, nnU-Net)."""
-    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.schedule.epochs,
-                                                 power=config.schedule.poly_exponent)
+    """Poly decay per epoch: lr = lr0 * (1 - epoch / epochs) ** 0.9 (paper 000, nnU-Net).
+
+    A closed form of the epoch (LambdaLR), not a chained update, so that resuming with more
+    epochs (--epochs N --resume) continues on the new schedule instead of the saved one."""
+    epochs, power = config.schedule.epochs, config.schedule.poly_exponent
+
+    def poly(epoch: int) -> float:
+        return max(0.0, 1.0 - epoch / epochs) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
 
 
 def seed_everything(seed: int, epoch: int, rank: int) -> None:
