@@ -113,10 +113,36 @@ def labels_on_plane(image: sitk.Image, plane: Plane) -> np.ndarray:
     return sitk.GetArrayFromImage(out)[0]
 
 
+def _slice_index(geometry: Geometry, plane: Plane, tolerance: float = 1e-3) -> int | None:
+    """k when the plane is exactly slice k of the label grid (same rows, columns, spacing); else None."""
+    direction = geometry.direction_matrix
+    if (plane.rows, plane.columns) != (geometry.size[1], geometry.size[0]):
+        return None
+    if not (np.allclose(plane.orientation[:3], direction[:, 0], atol=tolerance)
+            and np.allclose(plane.orientation[3:], direction[:, 1], atol=tolerance)
+            and np.allclose((plane.spacing[1], plane.spacing[0]), geometry.spacing[:2], atol=tolerance)):
+        return None
+    index = geometry.lps_to_index(np.asarray(plane.position))
+    k = round(float(index[2]))
+    if abs(index[0]) > tolerance or abs(index[1]) > tolerance or abs(index[2] - k) > tolerance:
+        return None
+    return k if 0 <= k < geometry.size[2] else None
+
+
 def seg_frames(labels: np.ndarray, geometry: Geometry, planes: Sequence[Plane]) -> np.ndarray:
-    """(frames, rows, columns) label values, one frame per source plane."""
-    image = array_to_sitk(labels, geometry)
-    return np.stack([labels_on_plane(image, plane) for plane in planes])
+    """(frames, rows, columns) label values, one frame per source plane (a copy of the slice when the
+    plane is one of the label grid's slices, the usual case; SimpleITK resampling otherwise)."""
+    image: sitk.Image | None = None
+    frames = []
+    for plane in planes:
+        k = _slice_index(geometry, plane)
+        if k is not None:
+            frames.append(labels[k])
+            continue
+        if image is None:
+            image = array_to_sitk(labels, geometry)
+        frames.append(labels_on_plane(image, plane))
+    return np.stack(frames)
 
 
 def _code(code: Code) -> hd.sr.CodedConcept:

@@ -122,3 +122,23 @@ def test_enhanced_multiframe_source(tmp_path: Path) -> None:
     referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     assert [r.ReferencedSOPInstanceUID for r in referenced] == [enhanced.SOPInstanceUID]
     assert np.array_equal(_reconstruct(seg, volume.geometry, labels.shape), labels)
+
+
+def test_label_grid_other_than_source_slices_is_resampled(tmp_path: Path) -> None:
+    """Labels on an equivalent grid with reversed slice order (not the source slices): the SEG frames are
+    resampled onto the source planes and still match voxel for voxel."""
+    from covseg.engine.geometry import Geometry
+
+    folder, _ = _series(tmp_path, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    volume = read_study(folder)
+    g = volume.geometry
+    labels = np.zeros(volume.array.shape, dtype=np.uint8)
+    labels[3:9, 5:20, 8:30] = 2
+    labels[12:20, 10:25, 20:40] = 3
+    top = g.index_to_lps(np.array([0.0, 0.0, g.size[2] - 1.0]))
+    d = g.direction_matrix.copy()
+    d[:, 2] *= -1
+    reversed_grid = Geometry(g.size, g.spacing, tuple(float(v) for v in top), tuple(d.ravel()))  # type: ignore[arg-type]
+    path = write_seg(labels[::-1].copy(), reversed_grid, volume.info, tmp_path / "seg.dcm")
+    assert path is not None
+    assert np.array_equal(_reconstruct(hd.seg.segread(path), g, labels.shape), labels)
