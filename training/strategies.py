@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from covseg.errors import InputError
-from covseg.training.checkpoint import LoadReport, load_matching
+from covseg.training.checkpoint import LoadReport, WeightMismatchError, load_matching
 from covseg.training.config import Config, NetworkConfig
 from covseg.training.networks import build_network, count_parameters
 
@@ -170,8 +170,12 @@ class Continual(Strategy):
         src, what = source[0], str(self.settings.pretrained or "pre-trained weights")
         body = source_decoder_prefix(src, self.settings.source_head)
         if not self.settings.keep_source_heads:
-            return load_matching(model, source[1], [("encoder.", source_encoder_prefix(src)), ("decoder.", body)],
-                                 what=what)
+            try:
+                return load_matching(model, source[1], [("encoder.", source_encoder_prefix(src)),
+                                                        ("decoder.", body)], what=what)
+            except WeightMismatchError as error:
+                raise WeightMismatchError(f"{error} (continual keeps the output heads, so the label spaces must "
+                                          "match; use body_finetune for new classes)") from None
         names = src.network.heads if src.network.family == "multi_lesion" else ("source",)
         mapping = [("encoder.", source_encoder_prefix(src))]
         mapping += [(f"decoders.{n}.", source_decoder_prefix(src, n) if n != "source" else "decoder.") for n in names]
