@@ -101,6 +101,9 @@ def test_rescale_intercept_keeps_out_of_int16_values(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.pixel_array.astype(float) + float(ds.RescaleIntercept), array[0])
     with pytest.raises(ValueError, match="does not fit"):
         rescale_intercept(np.array([-40000.0, 40000.0]))
+    array[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 non-finite"):
+        write_dicom_series(Volume(array, geometry), tmp_path / "nan", uid_seed="r")
 
 
 def test_nifti_matches_dicom_geometry_and_stores_labels_as_uint8(tmp_path: Path) -> None:

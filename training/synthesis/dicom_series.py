@@ -164,6 +164,9 @@ def write_dicom_series(volume: Volume, folder: Path, *, series_description: str 
     folder.mkdir(parents=True, exist_ok=True)
     geometry = volume.geometry
     array = np.asarray(volume.array)
+    if not np.isfinite(array).all():
+        raise ValueError(f"volume has {int(np.size(array) - np.isfinite(array).sum())} non-finite values; "
+                         "DICOM stores integers only")
     intercept = rescale_intercept(array)
     stored = np.rint(array.astype(np.float64) - intercept).astype(np.int16)
     header = _series_header(volume, series_description, uid_seed)
