@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from pydicom import Dataset, FileMetaDataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from covseg.errors import InputError
 
@@ -45,6 +45,7 @@ ENHANCED_CT_CLASSES = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2
 # file produces (found by tests/test_bad_inputs_fuzz.py), each turned into a skip or InputError.
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
     InvalidDicomError,
+    BytesLengthException,
     ValueError,
     TypeError,
     KeyError,
