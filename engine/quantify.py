@@ -191,3 +191,36 @@ def quantify(labels: np.ndarray, hu: np.ndarray, geometry: Geometry, *, ran: set
     else:
         infection = _null_infection(consolidation_threshold_hu, min_lesion_ml, why["infection"], reasons)
     return Quantities(structures=structures, infection=infection, reasons=reasons)
+
+
+# Plausibility bounds for automatic QC flags (adult chest CT; a flag asks for a look, it is not an error).
+LUNG_TOTAL_ML = (1000.0, 10000.0)
+LUNG_RATIO_MIN = 0.25
+INFECTION_PERCENT_MAX = 80.0
+LUNG_MEAN_HU_MAX = -500.0
+
+
+def qc_flags(quantities: Quantities) -> list[str]:
+    """Plain-language warnings about implausible results (lung volume, side balance, density, burden)."""
+    flags: list[str] = []
+    left = quantities.structures["lung_left"]
+    right = quantities.structures["lung_right"]
+    if left["volume_ml"] is None or right["volume_ml"] is None:
+        return flags
+    total = left["volume_ml"] + right["volume_ml"]
+    if total == 0:
+        return ["no lungs found: is this a chest CT in HU?"]
+    if not LUNG_TOTAL_ML[0] <= total <= LUNG_TOTAL_ML[1]:
+        flags.append(f"total lung volume {total:.0f} mL is outside {LUNG_TOTAL_ML[0]:.0f}-{LUNG_TOTAL_ML[1]:.0f} mL "
+                     "(partial scan, child, or segmentation failure?)")
+    small, large = sorted((left["volume_ml"], right["volume_ml"]))
+    if small < LUNG_RATIO_MIN * large:
+        flags.append(f"one lung is less than {LUNG_RATIO_MIN:.0%} of the other ({small:.0f} vs {large:.0f} mL)")
+    for side, block in (("left", left), ("right", right)):
+        if block["mean_hu"] is not None and block["mean_hu"] > LUNG_MEAN_HU_MAX:
+            flags.append(f"mean {side} lung density {block['mean_hu']:.0f} HU is above {LUNG_MEAN_HU_MAX:.0f} HU "
+                         "(dense disease, or intensities not in HU?)")
+    percent = quantities.infection.get("percent_of_lungs")
+    if percent is not None and percent > INFECTION_PERCENT_MAX:
+        flags.append(f"infection covers {percent:.0f}% of the lungs: check the lung and infection masks")
+    return flags

@@ -19,7 +19,7 @@ from typing import Any
 
 from covseg import __version__
 from covseg.engine.geometry import Geometry
-from covseg.engine.quantify import Quantities
+from covseg.engine.quantify import Quantities, qc_flags
 from covseg.engine.volume import StudyInfo
 
 SCHEMA = "covseg.report/1"
@@ -120,6 +120,7 @@ def build_report(*, path: Path, info: StudyInfo, geometry: Geometry, models: lis
         "structures": quantities.structures,
         "infection": quantities.infection,
         "reasons": dict(sorted(all_reasons.items())),
+        "qc": {"flags": qc_flags(quantities)},
         "outputs": outputs,
         "disclaimer": "research software, not a medical device",
     }

@@ -132,3 +132,18 @@ def test_lesion_bridging_both_lungs_is_split_voxel_by_voxel() -> None:
     assert left_ml + right_ml == pytest.approx(bar.sum() * voxel_ml, abs=1e-3)
     assert left_ml == pytest.approx(np.count_nonzero(x > 55.0) * voxel_ml, abs=24 * voxel_ml)  # one bar slab
     assert q.infection["lesion_count"] == 1
+
+
+def test_qc_flags() -> None:
+    from covseg.engine.quantify import qc_flags
+
+    labels, hu, _ = _phantom()
+    flags = qc_flags(quantify(labels, hu, GEOMETRY, ran=ALL))
+    assert len(flags) == 1 and "total lung volume" in flags[0]  # two small spheres: not an adult chest
+    labels[labels == Label.LUNG_RIGHT] = 0
+    hu[labels == Label.LUNG_LEFT] = 20.0
+    flags = qc_flags(quantify(labels, hu, GEOMETRY, ran=ALL))
+    assert any("less than 25%" in f for f in flags) and any("density" in f for f in flags)
+    empty = quantify(np.zeros_like(labels), hu, GEOMETRY, ran=ALL)
+    assert qc_flags(empty) == ["no lungs found: is this a chest CT in HU?"]
+    assert qc_flags(quantify(labels, hu, GEOMETRY, ran=frozenset({"liver"}))) == []
