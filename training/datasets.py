@@ -137,13 +137,30 @@ def _split_infection(labels: np.ndarray, hu: np.ndarray) -> None:
 
 def read_volume(path: Path, *, member: str | None = None) -> Volume:
     """Read with the engine; `member` picks the series in a zip whose files lie in that folder."""
-    from covseg.engine.reading import list_series, read_study
+    from covseg.engine.reading import read_study
 
     if member is None:
         return read_study(path, force=True)
-    for series in list_series(path):
-        if series.first_file.parent.name == member:
-            return read_study(path, series_uid=series.uid, force=True)
+    return read_study(path, series_uid=_member_series_uid(path, member), force=True)
+
+
+def _member_series_uid(path: Path, member: str) -> str:
+    """SeriesInstanceUID of the first file in folder `member` of a zip, from its header alone
+    (cheaper than the engine's list_series, which extracts the whole archive once more)."""
+    import io
+
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(n for n in archive.namelist() if not n.endswith("/") and Path(n).parent.name == member)
+        for name in names:
+            try:
+                header = pydicom.dcmread(io.BytesIO(archive.read(name)), stop_before_pixels=True)
+            except InvalidDicomError:
+                continue
+            if "SeriesInstanceUID" in header:
+                return str(header.SeriesInstanceUID)
     raise InputError(f"{path}: no DICOM series in a folder named {member}")
 
 
