@@ -321,3 +321,28 @@ def test_batch_imports_neither_torch_nor_training() -> None:
             "print([m for m in ('torch', 'monai', 'covseg.training', 'covseg.export') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_ctrl_c_keeps_finished_work_and_the_running_table_shows_only_records(
+        tmp_path: Path, calls: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from covseg.engine.batch import runner
+
+    make_studies(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "REBUILD_EVERY_S", 0.0)  # refresh the table after every study
+    monkeypatch.setenv("COVSEG_FAKE_INTERRUPT_AFTER", "3")
+    seen = []
+
+    def progress(event: runner.Progress) -> None:
+        if event.last is not None and (out / "summary.csv").exists():
+            seen.append([r["status"] for r in read_rows(out / "summary.csv")])
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([str(tmp_path / "in")], BatchOptions(out=out, task=TASK), progress=progress)
+    assert seen == [["ok"], ["ok", "ok"]]  # a refresh lists finished studies only (it follows the callback)
+    rows = read_rows(out / "summary.csv")
+    assert [r["status"] for r in rows].count("ok") == 3
+    assert sum("not finished" in r["error"] for r in rows) == 2
+    monkeypatch.delenv("COVSEG_FAKE_INTERRUPT_AFTER")
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--resume") == 0
+    assert set(calls_per_key(calls).values()) == {1}

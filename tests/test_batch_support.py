@@ -12,7 +12,8 @@ The fake task stands in for `covseg.api.infer` with the same call signature and 
 - Every call that runs leaves a marker file in $COVSEG_FAKE_CALLS (``<key>.<random>``), so tests
   count how often each study was computed. With $COVSEG_FAKE_KILL_AFTER=k, the call that finds k
   markers already present kills its own process with SIGKILL before doing anything (a kill -9 in
-  the middle of a batch, deterministic). $COVSEG_FAKE_DELAY_S sleeps inside each call.
+  the middle of a batch, deterministic); $COVSEG_FAKE_INTERRUPT_AFTER=k raises KeyboardInterrupt
+  instead (Ctrl-C). $COVSEG_FAKE_DELAY_S sleeps inside each call.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def _count_and_maybe_die(out_dir: str) -> None:
     kill_after = os.environ.get("COVSEG_FAKE_KILL_AFTER")
     if kill_after is not None and len(list(folder.iterdir())) >= int(kill_after):
         os.kill(os.getpid(), signal.SIGKILL)
+    interrupt_after = os.environ.get("COVSEG_FAKE_INTERRUPT_AFTER")
+    if interrupt_after is not None and len(list(folder.iterdir())) >= int(interrupt_after):
+        raise KeyboardInterrupt
     (folder / f"{Path(out_dir).name}.{uuid.uuid4().hex}").write_text("call")
 
 

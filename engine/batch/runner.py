@@ -21,7 +21,7 @@ from covseg.engine.batch.atomic import write_json_atomic
 from covseg.engine.batch.discover import Study, discover
 from covseg.engine.batch.keys import shard_of
 from covseg.engine.batch.outputs import write_outputs
-from covseg.engine.batch.summary import Row, study_row
+from covseg.engine.batch.summary import UNFINISHED, Row, study_row
 from covseg.errors import CovsegError, InputError, OutputError
 
 Task = Callable[..., dict[str, Any]]
@@ -202,12 +202,18 @@ def select(studies: Iterable[Study], shard: tuple[int, int] | None) -> list[Stud
     return [s for s in studies if shard_of(s.key, count) == index]
 
 
-def rebuild(studies: list[Study], options: BatchOptions, *, plot: bool) -> list[Row]:
-    """Rows from the records on disk, written as summary.csv/.parquet, longitudinal.csv and the plot."""
+def rebuild(studies: list[Study], options: BatchOptions, *, plot: bool, final: bool = True) -> list[Row]:
+    """Rows from the records on disk, written as summary.csv/.parquet, longitudinal.csv and the plot.
+
+    final=False (the periodic refresh of a running batch) leaves out studies without a record yet,
+    rather than calling them unfinished while they may be running.
+    """
     folder = options.out / "studies"
     keep = bool(options.infer_options.get("keep_identifiers"))
     anonymize = bool(options.infer_options.get("anonymize"))
     rows = [study_row(s, folder / s.key, keep_identifiers=keep, anonymize=anonymize) for s in studies]
+    if not final:
+        rows = [row for row in rows if row.get("error") != UNFINISHED]
     write_outputs(rows, options.out, plot=plot, withhold=anonymize)
     return rows
 
@@ -242,7 +248,7 @@ def run_batch(inputs: list[str], options: BatchOptions,
         if progress is not None:
             progress(Progress(len(jobs), int(state["done"]), int(state["ok"]), int(state["failed"]), reused, outcome))
         if time.monotonic() - state["rebuilt"] > REBUILD_EVERY_S:
-            rebuild(studies, options, plot=False)
+            rebuild(studies, options, plot=False, final=False)
             state["rebuilt"] = time.monotonic()
 
     if progress is not None:

@@ -35,6 +35,7 @@ FIXED = IDENTITY + _STRUCTURES + _INFECTION + _RUNTIME
 TEXT_COLUMNS = {*IDENTITY, "runtime.device"}
 WITHHELD = ("input_path", "file_name", "study_date")  # with --anonymize, as infer withholds them in reports
 STATUS_RANK = {"ok": 0, "failed": 1, "skipped": 2}
+UNFINISHED = "not finished: the batch stopped before this study completed (rerun with --resume)"
 
 
 def flatten(prefix: str, value: Any, into: Row) -> None:
@@ -80,7 +81,8 @@ def _report_columns(report: dict[str, Any], row: Row) -> None:
 
 
 def study_row(study: Study, folder: Path, *, keep_identifiers: bool = False, anonymize: bool = False) -> Row:
-    """The row of one study from its records: ok (done.json + report), failed, or skipped."""
+    """The row of one study from its records: ok (done.json + report), failed, or skipped; a study with no
+    record at all (the batch stopped before it finished) is failed with that reason."""
     row: Row = {"key": study.key, "input_path": study.path, "series_instance_uid": study.series_uid,
                 "study_instance_uid": study.study_uid, "file_name": study.file_name, "study_date": study.study_date,
                 "input_format": study.kind if study.kind != "file" else None}
@@ -93,7 +95,7 @@ def study_row(study: Study, folder: Path, *, keep_identifiers: bool = False, ano
         _report_columns(report, row)
     else:
         failed = read_json(folder / FAILED)
-        row.update(status="failed", error=(failed or {}).get("error") or "not run (interrupted before it finished)")
+        row.update(status="failed", error=(failed or {}).get("error") or UNFINISHED)
     return row
 
 
