@@ -12,6 +12,7 @@ the same reason.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -108,8 +109,9 @@ def create_predictor(package: ModelPackage, *, device: str = "auto", threads: in
     options.intra_op_num_threads = int(threads) if threads else physical_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    source = _verified_model(package)
     try:
-        session = ort.InferenceSession(str(package.onnx_path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as error:  # ORT raises its own exception types; all mean "cannot load"
         raise ModelPackageError(f"model package {package.path}: ONNX Runtime cannot load "
                                 f"{package.onnx_path.name} ({' '.join(str(error).split())[:300]})") from None
@@ -119,6 +121,17 @@ def create_predictor(package: ModelPackage, *, device: str = "auto", threads: in
                                       f"{providers[0]} (active: {', '.join(active)}); check the CUDA installation")
     batch_dim = next((i.shape[0] for i in session.get_inputs() if i.name == INPUT_NAME), None)
     return OnnxPredictor(session, active[0], batch_dim)
+
+
+def _verified_model(package: ModelPackage) -> bytes | str:
+    """The model as ONNX Runtime will load it, its sha256 checked again now (the file may have
+    changed since `load_package`): the verified bytes themselves, or the path when the weights
+    live in external data files (which ONNX Runtime resolves relative to the file)."""
+    content = package.onnx_path.read_bytes()
+    if hashlib.sha256(content).hexdigest() != package.sha256:
+        raise ModelPackageError(f"model package {package.path}: {package.onnx_path.name} changed since it was "
+                                "verified (sha256 differs from model.json)")
+    return str(package.onnx_path) if scan_onnx(content).external_locations else content
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,16 @@ def test_verify_catches_divisor_mismatch(tmp_path: Path) -> None:
     folder = make_package(tmp_path, "random", patch=(6, 16, 16), divisor=(2, 4, 4))
     with pytest.raises(ModelPackageError, match=r"expected \(1, 3, 6, 16, 16\)"):
         verify_package(folder)
+
+
+def test_model_changed_after_loading_is_refused(tmp_path: Path) -> None:
+    package = load_package(make_package(tmp_path, "lung"))
+    (package.onnx_path).write_bytes(package.onnx_path.read_bytes() + b"\0")
+    with pytest.raises(ModelPackageError, match="changed since it was verified"):
+        create_predictor(package, device="cpu")
+
+
+def test_external_data_model_runs(tmp_path: Path) -> None:
+    package = load_package(make_package(tmp_path, "random", external_data="weights/w.bin"))
+    out = create_predictor(package, device="cpu", threads=1)(np.zeros((1, 1, 8, 8, 8), np.float32))
+    assert out.shape == (1, 3, 8, 8, 8)
