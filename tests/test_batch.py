@@ -344,5 +344,6 @@ def test_ctrl_c_keeps_finished_work_and_the_running_table_shows_only_records(
     assert [r["status"] for r in rows].count("ok") == 3
     assert sum("not finished" in r["error"] for r in rows) == 2
     monkeypatch.delenv("COVSEG_FAKE_INTERRUPT_AFTER")
-    assert batch(str(tmp_path / "in"), "--out", str(out), "--resume") == 0
+    resumed = run_batch([str(tmp_path / "in")], BatchOptions(out=out, task=TASK, resume=True))
+    assert (resumed.computed, resumed.reused, resumed.count("ok")) == (2, 3, 5)
     assert set(calls_per_key(calls).values()) == {1}
