@@ -74,6 +74,9 @@ def test_layer_similarity_of_networks(tmp_path: Path) -> None:
     assert other[0].channels == 4 and other[0].samples == 2000
     rows = feature_reuse_rows(same, other)
     assert all(r["feature_reuse"] is not None and float(r["feature_reuse"]) > 0 for r in rows)  # type: ignore[arg-type]
+    assert all(r["note"] == "" for r in rows)  # 2000 samples for at most 8 channels
+    thin = feature_reuse_rows(layer_similarity(a, b, inputs, max_samples=40))
+    assert "only 40 samples for 8 channels" in str(thin[-2]["note"]) and thin[0]["note"] == ""
     csv_path, md_path = write_similarity_tables(rows, tmp_path, title="reuse")
     assert csv_path.read_text().startswith("layer,channels,samples,pwcca_pretrained_vs_finetuned")
     assert "encoder.level0" in md_path.read_text()

@@ -82,6 +82,9 @@ def pwcca(x: np.ndarray, y: np.ndarray, *, epsilon: float = 1e-10) -> float:
 
 
 METHODS = {"svcca": svcca, "pwcca": pwcca}
+# CCA on n samples of d features finds spurious correlation when n is not much larger than d (n <= d
+# gives all-ones); tables flag layers sampled more thinly than this.
+MIN_SAMPLES_PER_CHANNEL = 10
 
 
 def sample_positions(shape: Sequence[int], count: int, seed: int) -> np.ndarray:
@@ -219,6 +222,8 @@ def feature_reuse_rows(transfer: Sequence[LayerSimilarity], scratch: Sequence[La
         base = by_layer.get(item.layer)
         row[f"{method}_init_vs_scratch"] = None if base is None else getattr(base, method)
         row["feature_reuse"] = None if base is None else value - getattr(base, method)
+        row["note"] = (f"only {item.samples} samples for {item.channels} channels: similarity biased towards 1"
+                       if item.samples < MIN_SAMPLES_PER_CHANNEL * item.channels else "")
         rows.append(row)
     return rows
 
