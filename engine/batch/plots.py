@@ -32,7 +32,7 @@ def _figure(trajectories: bool) -> tuple[Any, list[Any]]:
 
 def _histogram(axis: Any, percents: list[float], failed: int) -> None:
     if percents:
-        axis.hist(percents, bins=min(20, max(5, len(percents))), color="#c0392b", edgecolor="white")
+        axis.hist(percents, bins=min(20, max(5, len(percents) // 3)), color="#c0392b", edgecolor="white")
     else:
         axis.text(0.5, 0.5, "no completed study", ha="center", va="center", transform=axis.transAxes)
     axis.set_xlabel("infection, % of lung volume")
