@@ -27,6 +27,7 @@ from covseg.engine.postprocess import (
     PostprocessOptions,
     combine_model_masks,
     groups_of,
+    largest_components,
     masks_from_classes,
     postprocess,
 )
@@ -114,7 +115,10 @@ def _roi(run: _Run, package: ModelPackage) -> tuple[bool, Any]:
     """(run it?, roi box) for a model in the cascade."""
     groups = groups_of(package.classes)
     if "infection" in groups and "lung" not in groups and run.lung is not None:
-        box = mask_box(run.lung, run.volume.geometry.spacing, LUNG_BOX_MARGIN_MM)
+        # The box of the (at most two) main lung components: specks elsewhere must not widen it.
+        parts = largest_components(run.lung, 2, min_fraction=PostprocessOptions().second_lung_min_fraction)
+        lungs = np.logical_or.reduce(parts) if parts else np.zeros_like(run.lung)
+        box = mask_box(lungs, run.volume.geometry.spacing, LUNG_BOX_MARGIN_MM)
         if box is None:
             return False, None
         return True, box

@@ -52,7 +52,9 @@ def test_infection_model_sees_only_the_lung_box(packages: dict[str, ModelPackage
         return original(volume, package, roi_zyx=roi_zyx)
 
     monkeypatch.setattr(pipeline, "preprocess", spy)
-    _segment(phantom.volume, [packages["lung"], packages["infection"]])
+    hu = phantom.volume.array.copy()
+    hu[37:39, 40:42, 40:42] = -850.0  # a lung-dense speck far above the lungs must not widen the box
+    _segment(phantom.volume.with_array(hu), [packages["lung"], packages["infection"]])
     assert seen["lung"] is None
     box = seen["infection"]
     lungs = np.isin(phantom.truth, [1, 2, 3])
