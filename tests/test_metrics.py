@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+from monai.metrics import (
+    compute_average_surface_distance,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_surface_dice,
+)
 
 from covseg.labels import Label
 from covseg.training.metrics import binary_metrics, case_metrics, undefined_reason
@@ -78,6 +83,7 @@ def test_surface_metrics_equal_monai_functions() -> None:
     assert ours["nsd"] == pytest.approx(float(nsd))
     assert ours["hd95_mm"] == pytest.approx(float(hd95))
     assert ours["assd_mm"] == pytest.approx(float(assd), rel=1e-5)
+    assert ours["dsc"] == pytest.approx(float(compute_dice(t(b), t(a), include_background=True)))
 
 
 def test_empty_mask_conventions() -> None:
