@@ -70,7 +70,7 @@ def test_batch_with_real_infer_matches_reports_and_truth(tmp_path: Path) -> None
     assert float(follow[1]["delta_volume_ml"]) == pytest.approx((second - first) * 0.027, rel=0.02)
     from covseg.engine.batch import sessions
 
-    loaded = [key for key in sessions._CACHE if Path(key[0]).name in ("lung-test", "infection-test")]
+    loaded = [key for key in sessions._CACHE if Path(key[0]).resolve() in {m.resolve() for m in models}]
     assert len(loaded) == 2  # one ONNX session per model for all three studies (one in-process worker)
     table = (out / "summary.csv").read_text()
     records = {r["key"]: (out / "studies" / r["key"] / "done.json").read_text() for r in rows}
