@@ -53,7 +53,7 @@ def test_infection_model_sees_only_the_lung_box(packages: dict[str, ModelPackage
 
     monkeypatch.setattr(pipeline, "preprocess", spy)
     hu = phantom.volume.array.copy()
-    hu[37:39, 40:42, 40:42] = -850.0  # a lung-dense speck far above the lungs must not widen the box
+    hu[20:22, 57:59, 40:42] = -850.0  # a lung-dense speck behind the lungs must not widen the box
     _segment(phantom.volume.with_array(hu), [packages["lung"], packages["infection"]])
     assert seen["lung"] is None
     box = seen["infection"]
