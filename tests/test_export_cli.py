@@ -114,3 +114,28 @@ def _meta_full_parameters() -> int:
     from covseg.training.networks import build_network
 
     return count_parameters(build_network(_config()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "extra"), [("multi_lesion", {"heads": ["nodules", "effusions"]}),
+                                               ("hybrid", {"fusion_min_channels": 2})])
+def test_other_families_from_checkpoints(family: str, extra: dict[str, Any], tmp_path: Path) -> None:
+    from covseg.export.complexity import count_parameters
+    from covseg.training.checkpoint import save_checkpoint
+    from covseg.training.networks import build_network
+
+    config = _config(family=family, **extra)
+    network = build_network(config)
+    folder = save_checkpoint(tmp_path / "ck", model=network, config=config, epoch=1,
+                             extra={"normalization": NORMALIZATION})
+    out = tmp_path / "pkg"
+    head = ["--head", "effusions"] if family == "multi_lesion" else []
+    assert run(["export", str(folder), "--out", str(out), "--exporter", "torchscript", *head]) == 0
+    assert run(["models", "verify", str(out)]) == 0
+    net = _meta(out)["network"]
+    assert net["family"] == family
+    if family == "multi_lesion":
+        assert net["head"] == "effusions"
+        assert net["parameters"] == count_parameters(network) - count_parameters(network.decoders["nodules"])
+    else:
+        assert net["parameters"] == count_parameters(network)
