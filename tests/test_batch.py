@@ -347,3 +347,13 @@ def test_ctrl_c_keeps_finished_work_and_the_running_table_shows_only_records(
     resumed = run_batch([str(tmp_path / "in")], BatchOptions(out=out, task=TASK, resume=True))
     assert (resumed.computed, resumed.reused, resumed.count("ok")) == (2, 3, 5)
     assert set(calls_per_key(calls).values()) == {1}
+
+
+def test_a_batch_folder_inside_the_input_is_not_searched(tmp_path: Path, calls: Path) -> None:
+    make_studies(tmp_path / "in", 3)
+    out = tmp_path / "in" / "results"
+    assert batch(str(tmp_path / "in"), "--out", str(out)) == 0
+    assert any(out.glob("studies/*/labels.nii.gz"))  # outputs that look like studies...
+    assert batch(str(tmp_path / "in"), "--out", str(out), "--resume") == 0
+    assert len(read_rows(out / "summary.csv")) == 3  # ...are never taken for inputs
+    assert sum(calls_per_key(calls).values()) == 3
