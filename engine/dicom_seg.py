@@ -176,9 +176,12 @@ def present_values(labels: np.ndarray) -> list[int]:
 
 
 def strip_identifiers(ds: Dataset, pseudonym: str) -> None:
-    """Replace patient name and ID by the pseudonym and blank the other identifying attributes."""
+    """Replace patient name and ID by the pseudonym and blank the other identifying attributes. UIDs stay:
+    the SEG must still reference its source series."""
     ds.PatientName = pseudonym
     ds.PatientID = pseudonym
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "covseg --anonymize: name and ID pseudonymised, dates and identifiers blanked"[:64]
     for keyword in STRIPPED_ATTRIBUTES:
         if keyword in ds:
             setattr(ds, keyword, "" if keyword != "OtherPatientIDs" else None)

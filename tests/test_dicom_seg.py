@@ -91,6 +91,7 @@ def test_labelmap_seg_and_anonymized_patient(tmp_path: Path) -> None:
     assert labelled == [BY_VALUE[2].display_name, BY_VALUE[4].display_name]
     assert seg.PatientID == "anon-1234" and str(seg.PatientName) == "anon-1234"
     assert seg.get("PatientBirthDate", "") == "" and seg.get("StudyDate", "") == ""
+    assert seg.PatientIdentityRemoved == "YES"
 
 
 def test_empty_map_writes_nothing_and_non_dicom_has_reason(tmp_path: Path) -> None:
