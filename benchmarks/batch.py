@@ -54,8 +54,10 @@ NOTES = """## How `covseg batch` works (what the numbers include)
   `COVSEG_PSEUDONYM_SALT`), the same in every shard and report, unless `--keep-identifiers`;
   `--anonymize` also leaves paths, file names and dates out (follow-ups keep their day intervals).
 - **Scale-out.** `--shard K/N` keeps the studies with `sha256(key) mod N = K-1` (stable under any input
-  order, for SLURM/Kubernetes job arrays: every shard discovers the same studies and runs its part);
-  `covseg batch-merge DIR... --out M` unions the shard tables (a study present twice keeps its best row).
+  order, for SLURM/Kubernetes job arrays: every shard discovers the same studies and runs its part).
+  A shard writes its tables to `DIR/shard-K-of-N/`, so the tasks of an array may share one `DIR`;
+  `covseg batch-merge DIR... --out M` unions the shard tables found in the folders (a study present
+  twice keeps its best row), e.g. `covseg batch-merge DIR --out DIR`.
   `--backend dask` runs the same per-study function on Dask distributed (`--scheduler ADDRESS`, or a
   LocalCluster of `--workers` single-threaded workers). Dask rather than Ray: Dask is pure Python, already in
   the `batch` extra, and uses the concurrent.futures idiom of the local backend, so nothing else changes;

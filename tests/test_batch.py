@@ -134,16 +134,20 @@ def test_resume_recomputes_changed_inputs_damaged_outputs_and_new_settings(tmp_p
 def test_shards_merged_equal_the_unsharded_table(tmp_path: Path, calls: Path) -> None:
     make_studies(tmp_path / "in", 10, broken=(5,))
     assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "all")) == 8
+    reference = {name: (tmp_path / "all" / name).read_text() for name in ("summary.csv", "longitudinal.csv")}
     shard_keys = []
-    for index in (1, 2, 3):
+    for index in (1, 2, 3):  # a job array whose tasks write to their own folders
         code = batch(str(tmp_path / "in"), "--out", str(tmp_path / f"s{index}"), "--shard", f"{index}/3")
         assert code in (0, 8)
-        shard_keys.append({r["key"] for r in read_rows(tmp_path / f"s{index}" / "summary.csv")})
+        shard_keys.append({r["key"] for r in read_rows(tmp_path / f"s{index}" / f"shard-{index}-of-3" / "summary.csv")})
     assert sum(len(k) for k in shard_keys) == 10 and len(set.union(*shard_keys)) == 10
     assert run(["batch-merge", *(str(tmp_path / f"s{i}") for i in (1, 2, 3)), "--out", str(tmp_path / "m")]) == 0
-    assert (tmp_path / "m" / "summary.csv").read_text() == (tmp_path / "all" / "summary.csv").read_text()
-    assert (tmp_path / "m" / "longitudinal.csv").read_text() == (tmp_path / "all" / "longitudinal.csv").read_text()
-    assert sum(calls_per_key(calls).values()) == 20
+    assert {name: (tmp_path / "m" / name).read_text() for name in reference} == reference
+    for index in (3, 1, 2):  # a job array sharing one folder: the tables do not overwrite each other
+        assert batch(str(tmp_path / "in"), "--out", str(tmp_path / "shared"), "--shard", f"{index}/3") in (0, 8)
+    assert run(["batch-merge", str(tmp_path / "shared"), "--out", str(tmp_path / "shared")]) == 0
+    assert {name: (tmp_path / "shared" / name).read_text() for name in reference} == reference
+    assert sum(calls_per_key(calls).values()) == 30
 
 
 def test_bad_shard_and_missing_input_are_user_errors(tmp_path: Path) -> None:

@@ -110,13 +110,15 @@ def batch(
         console.print(f"note: {note}")
     ok, failed, skipped = result.count("ok"), result.count("failed"), result.count("skipped")
     typer.echo(f"{len(result.rows)} studies: {ok} ok, {failed} failed, {skipped} skipped "
-               f"({result.computed} computed, {result.reused} reused) -> {out / 'summary.csv'}")
+               f"({result.computed} computed, {result.reused} reused) -> {result.out / 'summary.csv'}")
     if failed:
-        raise BatchIncompleteError(f"{failed} of {len(result.rows)} studies failed; errors in {out / 'summary.csv'}")
+        raise BatchIncompleteError(f"{failed} of {len(result.rows)} studies failed; "
+                                   f"errors in {result.out / 'summary.csv'}")
 
 
 def batch_merge(
-    folders: Annotated[list[Path], typer.Argument(help="Shard batch folders (or their summary.csv files).")],
+    folders: Annotated[list[Path], typer.Argument(help="Batch folders of shards (their shard-K-of-N tables are "
+                                                  "found inside), or summary.csv files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged tables and plot.")],
 ) -> None:
     """Merge the summary tables of shards (--shard K/N runs) into one batch table."""

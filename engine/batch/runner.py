@@ -43,6 +43,14 @@ class BatchOptions:
     infer_options: dict[str, Any] = field(default_factory=dict)
     plot: bool = True
 
+    @property
+    def tables(self) -> Path:
+        """Where the tables go: DIR, or DIR/shard-K-of-N for a shard, so that the shards of a job array
+        can share one DIR (their study folders never overlap) without overwriting each other's tables."""
+        if self.shard is None:
+            return self.out
+        return self.out / f"shard-{self.shard[0]}-of-{self.shard[1]}"
+
 
 @dataclass(frozen=True)
 class StudyJob:
@@ -214,7 +222,7 @@ def rebuild(studies: list[Study], options: BatchOptions, *, plot: bool, final: b
     rows = [study_row(s, folder / s.key, keep_identifiers=keep, anonymize=anonymize) for s in studies]
     if not final:
         rows = [row for row in rows if row.get("error") != UNFINISHED]
-    write_outputs(rows, options.out, plot=plot, withhold=anonymize)
+    write_outputs(rows, options.tables, plot=plot, withhold=anonymize)
     return rows
 
 
@@ -237,7 +245,8 @@ def run_batch(inputs: list[str], options: BatchOptions,
     settings = records.settings_fingerprint(options.infer_options)
     jobs, reused = plan(studies, options, resolve_task(options.task), threads, settings)
     (out / "studies").mkdir(parents=True, exist_ok=True)  # infer writes beside its folder: the parent must exist
-    write_json_atomic(out / "batch.json", {"schema": "covseg.batch/1", "shard": options.shard,
+    options.tables.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(options.tables / "batch.json", {"schema": "covseg.batch/1", "shard": options.shard,
                                            "studies": len(studies), "backend": options.backend,
                                            "settings": settings})
     state = {"done": 0, "ok": 0, "failed": 0, "rebuilt": time.monotonic()}
@@ -257,7 +266,7 @@ def run_batch(inputs: list[str], options: BatchOptions,
         _execute(jobs, options, threads, on_outcome)
     finally:  # also on Ctrl-C: the table shows everything finished so far
         rows = rebuild(studies, options, plot=options.plot)
-    return BatchResult(out, rows, len(jobs), reused, threads, notes)
+    return BatchResult(options.tables, rows, len(jobs), reused, threads, notes)
 
 
 class UsageError(CovsegError):

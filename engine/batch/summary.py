@@ -186,16 +186,24 @@ def merge_rows(tables: Iterable[list[Row]]) -> list[Row]:
     return sorted(best.values(), key=lambda r: str(r["key"]))
 
 
+def summary_files(folder: Path) -> list[Path]:
+    """The tables a folder holds: its shard-K-of-N/summary.csv files when it has shards (its own
+    summary.csv is then an earlier merge, not a source), else its summary.csv; or the file itself."""
+    if folder.is_file():
+        return [folder]
+    shards = sorted(folder.glob("shard-*-of-*/summary.csv"))
+    if shards:
+        return shards
+    if (folder / "summary.csv").is_file():
+        return [folder / "summary.csv"]
+    raise InputError(f"{folder}: no summary.csv (is it a covseg batch folder?)")
+
+
 def merge_batches(folders: Iterable[Path], out: Path) -> list[Row]:
     """Merge the summary tables of shard folders into `out` (summary, longitudinal, plot)."""
     from covseg.engine.batch.outputs import write_outputs
 
-    tables = []
-    for folder in folders:
-        path = Path(folder) / "summary.csv" if Path(folder).is_dir() else Path(folder)
-        if not path.is_file():
-            raise InputError(f"{folder}: no summary.csv (is it a covseg batch folder?)")
-        tables.append(read_csv(path))
+    tables = [read_csv(path) for folder in folders for path in summary_files(Path(folder))]
     rows = merge_rows(tables)
     write_outputs(rows, Path(out))
     return rows
