@@ -8,6 +8,10 @@ Layout of a batch folder (DIR):
     DIR/summary.csv             a row per study, rebuilt from the records (+ summary.parquet)
     DIR/longitudinal.csv        per-patient follow-up deltas
     DIR/summary.png             burden distribution and per-patient trajectories
+    DIR/batch.json              the run's settings (models resolved to their sha256)
+
+With --shard K/N the four tables and batch.json go to DIR/shard-K-of-N/ instead (shards may share
+DIR); `covseg batch-merge` unions them.
 
 The per-study task is injectable (any picklable callable with `covseg.api.infer`'s signature), so
 the same loop runs in-process, in a process pool, or on Dask distributed.
