@@ -28,6 +28,7 @@ LUNG_ALIASES = ("lung", "lungs")
 INFECTION_ALIASES = ("infection", "lesion", "covid_infection")
 FACE = ndimage.generate_binary_structure(3, 1)
 FULL = ndimage.generate_binary_structure(3, 3)
+RACE_STEPS = 10_000  # geodesic races stop by themselves when nothing grows
 VALLEY_DEPTH = 0.5  # a mid-sagittal gap has at most this fraction of the smaller lung's peak count
 
 
@@ -241,16 +242,34 @@ def dilate_mm(mask: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndar
 
 
 # --- lungs ----------------------------------------------------------------------------------
+def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
+    (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
+    box = bounding_box(left | right | extra, (1, 1, 1))
+    if box is None or not extra.any():
+        return left, right
+    a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
+    for _ in range(steps):
+        grow_a = ndimage.binary_dilation(a, FACE) & free
+        grow_b = ndimage.binary_dilation(b, FACE) & free & ~grow_a
+        if not grow_a.any() and not grow_b.any():
+            break
+        a |= grow_a
+        b |= grow_b
+        free &= ~(grow_a | grow_b)
+    left, right = left.copy(), right.copy()
+    left[box], right[box] = a, b
+    return left, right
+
+
 def _side_by_hints(region: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """True where the nearest hinted voxel in `region` is a left-hint voxel (bounding-box EDT)."""
-    box = bounding_box(region)
-    assert box is not None
-    hinted = (left | right)[box] & region[box]
-    _, nearest = ndimage.distance_transform_edt(~hinted, return_indices=True)
-    is_left = left[box][tuple(nearest)]
-    out = np.zeros_like(region)
-    out[box] = is_left & region[box]
-    return out
+    """The part of one lung blob on the model's left side: its own left voxels, and unlabelled blob voxels
+    (filled holes, joined infection) to the side that reaches them first through the blob. A geodesic race
+    rather than a distance transform: far less memory on a whole-chest bounding box."""
+    seed_left = left & region
+    seed_right = right & region & ~seed_left
+    grown_left, _ = grow_sides(seed_left, seed_right, region, steps=RACE_STEPS)
+    return grown_left & region
 
 
 def _side_by_gap(region: np.ndarray, geometry: Geometry) -> np.ndarray | None:
@@ -319,26 +338,6 @@ def split_infection_by_hu(infection: np.ndarray, hu: np.ndarray, threshold_hu: f
     out[infection] = np.where(hu[infection] >= threshold_hu, np.uint8(Label.INFECTION_CONSOLIDATION),
                               np.uint8(Label.INFECTION_GROUND_GLASS))
     return out
-
-
-def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
-    (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
-    box = bounding_box(left | right | extra, (1, 1, 1))
-    if box is None or not extra.any():
-        return left, right
-    a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
-    for _ in range(steps):
-        grow_a = ndimage.binary_dilation(a, FACE) & free
-        grow_b = ndimage.binary_dilation(b, FACE) & free & ~grow_a
-        if not grow_a.any() and not grow_b.any():
-            break
-        a |= grow_a
-        b |= grow_b
-        free &= ~(grow_a | grow_b)
-    left, right = left.copy(), right.copy()
-    left[box], right[box] = a, b
-    return left, right
 
 
 def _lungs_and_infection(masks: StructureMasks, geometry: Geometry, options: PostprocessOptions,

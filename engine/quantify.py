@@ -22,14 +22,13 @@ import numpy as np
 from scipy import ndimage
 
 from covseg.engine.geometry import Geometry
-from covseg.engine.postprocess import FULL, bounding_box, centroid, grow_sides, label_mask, lps_x_of_points
+from covseg.engine.postprocess import FULL, RACE_STEPS, bounding_box, centroid, grow_sides, label_mask, lps_x_of_points
 from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU, INFECTION_LABELS, Label
 
 DEFAULT_MIN_LESION_ML = 0.1
 LESION_CONNECTIVITY = 26
 SIDES = ("lung_left", "lung_right")
 NO_LOBE_MODEL = "no lobe model"
-RACE_STEPS = 10_000  # the geodesic race stops by itself when nothing grows
 
 
 @dataclass(frozen=True)

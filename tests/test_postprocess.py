@@ -164,3 +164,19 @@ def test_diaphragm_dome_surrounded_in_slices_is_not_filled() -> None:
     labels = postprocess(StructureMasks(lung=lung & ~dome & ~vessel), np.full(SHAPE, -800.0), geometry)
     assert not labels[dome & lung].any()
     assert labels[vessel].all()
+
+
+def test_touching_lungs_follow_the_model_sides() -> None:
+    """One blob with the model's own left/right classes: the split follows the model, sides by LPS."""
+    geometry = _geometry(FLIP_X)  # index x grows toward patient right here
+    low, high = _ball((16, 20, 14), 9), _ball((16, 20, 33), 9)
+    bridge = np.zeros(SHAPE, dtype=bool)
+    bridge[14:18, 18:22, 14:34] = True
+    model = np.zeros(SHAPE, dtype=np.uint8)
+    model[high | bridge] = 1  # the model calls the high-index ball and the bridge "left": wrong side, right split
+    model[low & ~bridge] = 2
+    masks = combine_model_masks([masks_from_classes(model, {0: "background", 1: "lung_left", 2: "lung_right"})])
+    labels = postprocess(masks, np.full(SHAPE, -800.0), geometry)
+    # Flipped x: the high-index part has the smaller LPS x, so it is the patient's right lung.
+    assert np.array_equal(labels == Label.LUNG_RIGHT, high | bridge)
+    assert np.array_equal(labels == Label.LUNG_LEFT, low & ~bridge)
