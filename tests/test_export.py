@@ -253,3 +253,31 @@ def test_licence_follows_the_training_data() -> None:
     open_spec.provenance = {"training_data": [{"name": "a", "licence": "CC BY 4.0"},
                                               {"name": "b", "licence": "CC BY-NC-SA 4.0"}]}
     assert build_metadata(open_spec)["licence"] == "research use only, non-commercial"
+
+
+def test_parity_data_file_is_a_parity_input(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    hu = np.full((20, 40, 36), -1000.0, dtype=np.float32)  # smaller than the window along z: padded with air
+    hu[:, 8:32, 6:30] = 40.0
+    hu[4:16, 12:28, 8:16] = -850.0
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(path))
+    options = ExportOptions(exporter="torchscript", measure_latency=False, random_windows=1, parity_data=path)
+    result = export_network(network("unet"), spec("unet"), tmp_path / "pkg", options)
+    parity = result.metadata["float32"]["parity"]
+    assert parity["inputs"] == "nifti + random"
+    assert [c["input"] for c in parity["cases"]] == ["random-0", "nifti:ct.nii.gz"]
+    from covseg.errors import InputError
+
+    path.with_suffix(".txt").write_text("not an image")
+    with pytest.raises(InputError, match="not a readable image"):
+        export_network(network("unet"), spec("unet"), tmp_path / "bad",
+                       replace_options(options, parity_data=path.with_suffix(".txt")))
+    assert not (tmp_path / "bad").exists()
+
+
+def replace_options(options: ExportOptions, **changes: Any) -> ExportOptions:
+    from dataclasses import replace
+
+    return replace(options, **changes)
