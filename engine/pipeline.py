@@ -22,7 +22,7 @@ import numpy as np
 from covseg.engine.atomic import atomic_output_dir, check_output_dir, output_error
 from covseg.engine.dicom_seg import seg_unavailable_reason, write_seg
 from covseg.engine.memory import check_memory, estimate_memory
-from covseg.engine.package import AIR_HU, ModelPackage
+from covseg.engine.package import AIR_HU, ModelPackage, load_package
 from covseg.engine.postprocess import (
     PostprocessOptions,
     combine_model_masks,
@@ -161,28 +161,31 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
     notify(run.progress, stage, 1.0)
 
 
-def segment(volume: Volume, packages: Sequence[ModelPackage], *, device: str = "auto", threads: int | None = None,
+def segment(volume: Volume, packages: Sequence[ModelPackage | str | Path], *, device: str = "auto",
+            threads: int | None = None,
             overlap: float = 0.5, tta: bool = False, batch_size: int = 2,
             consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU,
             progress: ProgressCallback | None = None,
             predictors: Mapping[str, Predictor] | None = None) -> Segmentation:
     """Run the model cascade on a HU volume and postprocess into one covseg label map.
 
+    packages: ModelPackages, or package folders (loaded and verified here).
     predictors: already created predictors keyed by package path (a batch loads each model once);
     missing ones are created here with `device` and `threads`.
     """
     if not packages:
         raise ValueError("segment needs at least one model package")
+    loaded = [p if isinstance(p, ModelPackage) else load_package(p) for p in packages]
     run = _Run(volume, {"device": device, "threads": threads, "overlap": overlap, "tta": tta,
                         "batch_size": batch_size}, progress, dict(predictors or {}))
-    for package in cascade_order(packages):
+    for package in cascade_order(loaded):
         _run_model(run, package)
     notify(progress, "postprocess", 0.0)
     start = time.perf_counter()
     options = PostprocessOptions(consolidation_threshold_hu=consolidation_threshold_hu)
     labels = postprocess(combine_model_masks(run.masks), volume.array, volume.geometry, options)
     run.clock("postprocess", start)
-    ran = frozenset(g for p in packages for g in groups_of(p.classes) if g not in run.not_run)
+    ran = frozenset(g for p in loaded for g in groups_of(p.classes) if g not in run.not_run)
     notify(progress, "postprocess", 0.5)
     return Segmentation(labels=labels, ran=ran, models=tuple(run.runs), seconds=dict(run.seconds),
                         not_run=dict(run.not_run), consolidation_threshold_hu=consolidation_threshold_hu)

@@ -111,3 +111,11 @@ def test_resampled_lung_model_gives_close_volumes_on_the_right_sides(tmp_path: P
         found = labels == value
         assert np.count_nonzero(found) == pytest.approx(np.count_nonzero(truth), rel=0.10)
         assert np.count_nonzero(found & truth) > 0.9 * np.count_nonzero(found)
+
+
+def test_public_segment_takes_package_folders(packages: dict[str, ModelPackage]) -> None:
+    import covseg
+
+    phantom = make_phantom()
+    result = covseg.segment(phantom.volume, [packages["lung"].path], device="cpu", threads=1)
+    assert result.ran == {"lung"} and np.array_equal(result.labels == Label.LUNG_RIGHT, phantom.truth == 2)
