@@ -203,6 +203,7 @@ def test_seg_failure_costs_only_the_seg(study: dict[str, object], tmp_path: Path
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.nii.gz", "preview.png", "report.json"]
 
 
+@pytest.mark.slow
 def test_infer_runs_without_torch(study: dict[str, object], tmp_path: Path) -> None:
     """An inference-only install has no torch: block it and run `covseg infer` in a fresh interpreter."""
     import subprocess
