@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from covseg.engine.atomic import atomic_output_dir, check_output_dir, output_error
-from covseg.engine.dicom_seg import seg_unavailable_reason, write_seg
+from covseg.engine.dicom_seg import SEGMENTATION_TYPES, seg_unavailable_reason, write_seg
 from covseg.engine.memory import check_memory, estimate_memory
 from covseg.engine.package import AIR_HU, ModelPackage, load_package
 from covseg.engine.postprocess import (
@@ -303,13 +303,16 @@ def infer(path: str | Path, out_dir: str | Path, *, models: str | Sequence[str] 
         anonymize=anonymize, keep_identifiers=keep_identifiers, label_format=label_format, seg_type=seg_type,
         consolidation_threshold_hu=consolidation_threshold_hu, min_lesion_ml=min_lesion_ml,
         max_memory_mb=max_memory_mb)
-    label_file_name(options.label_format)  # refuse a bad format before any work
+    label_file_name(options.label_format)  # refuse bad settings before any work
+    if options.seg_type not in SEGMENTATION_TYPES:
+        raise ValueError(f"seg_type must be one of {SEGMENTATION_TYPES}, got {options.seg_type!r}")
     started = time.perf_counter()
     target = check_output_dir(Path(out_dir), overwrite=options.overwrite)
     packages = resolve_models(options.models, list(options.model_paths))
     source = Path(path)
+    mark = time.perf_counter()
     volume = _read(source, options, progress)
-    read_seconds = time.perf_counter() - started
+    read_seconds = time.perf_counter() - mark
     check_memory(estimate_memory(volume.geometry, packages, batch_size=options.batch_size, tta=options.tta),
                  options.max_memory_mb)
     result = segment(volume, packages, device=options.device, threads=options.threads, overlap=options.overlap,
