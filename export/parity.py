@@ -10,6 +10,7 @@ whose argmax label agrees; the package records the worst of each.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,23 @@ def _analytic_chest_hu(patch: Sequence[int], seed: int) -> np.ndarray:
 
 def _phantom_hu(patch: Sequence[int], spacing_xyz: Sequence[float] | None, seed: int) -> np.ndarray | None:
     """A whole synthetic chest drawn on exactly one window's grid (the training package's phantom)."""
+    drawn = _cached_phantom(tuple(int(n) for n in patch), tuple(float(v) for v in spacing_xyz or (1.5, 1.5, 2.5)),
+                            seed)
+    return None if drawn is None else drawn.copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_phantom(patch: tuple[int, int, int], spacing_xyz: tuple[float, float, float], seed: int
+                    ) -> np.ndarray | None:
+    # cached: variants and repeated exports of one network draw the same window
     try:
         from covseg.training.synthesis.config import PhantomConfig
         from covseg.training.synthesis.phantom import make_phantom
     except ImportError:
         return None
     size_xyz = tuple(max(8, int(n)) for n in reversed(tuple(patch)))
-    config = PhantomConfig(seed=seed, size_xyz=size_xyz, spacing_xyz=tuple(spacing_xyz or (1.5, 1.5, 2.5)),
-                           lesions=("covid",), lesion_count=3)
+    config = PhantomConfig(seed=seed, size_xyz=size_xyz, spacing_xyz=spacing_xyz, lesions=("covid",),
+                           lesion_count=3)
     hu = np.asarray(make_phantom(config).image.array, dtype=np.float32)
     return hu[tuple(slice(0, int(n)) for n in patch)]
 
