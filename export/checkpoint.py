@@ -153,7 +153,7 @@ def load_trained(folder: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
 
 def export_checkpoint(folder: Path, out: Path, identity: Identity | None = None,
                       options: ExportOptions | None = None, *, truncate: int | None = None,
-                      finetune: Path | None = None, allow_untrained: bool = False,
+                      truncate_convs: int | None = None, finetune: Path | None = None, allow_untrained: bool = False,
                       work_dir: Path | None = None) -> ExportResult:
     """`covseg export`: rebuild, optionally truncate, export, check and write the package(s)."""
     identity = identity or Identity()
@@ -161,8 +161,10 @@ def export_checkpoint(folder: Path, out: Path, identity: Identity | None = None,
     if truncate is not None:
         from covseg.export.truncate import truncated_model
 
-        model, config, state, extra = truncated_model(folder, truncate, finetune=finetune,
+        model, config, state, extra = truncated_model(folder, truncate, convs=truncate_convs, finetune=finetune,
                                                       allow_untrained=allow_untrained, work_dir=work_dir)
+    elif truncate_convs is not None:
+        raise ModelPackageError("--truncate-convs needs --truncate K")
     else:
         model, config, state = load_trained(folder)
         extra = {}

@@ -36,50 +36,57 @@ def _check_cutoff(config: Any, k: int, folder: Path) -> None:
                                 f"choose 2..{len(net.features) - 1} (levels kept)")
 
 
-def _untrained(folder: Path, k: int, checkpoint: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
+def _untrained(folder: Path, k: int, convs: int | None, checkpoint: Any) -> tuple[nn.Module, Any, dict[str, Any]]:
     from covseg.training.strategies import get_strategy
 
     config = checkpoint.config
     target = replace(config, strategy=replace(config.strategy, name="truncated", pretrained=str(folder), cutoff=k,
-                                              cutoff_convs=None))
+                                              cutoff_convs=convs))
     prepared = get_strategy(target).prepare((config, checkpoint.model_state))
     state = {key: value for key, value in checkpoint.state.items() if key not in ("history", "metrics")}
     return prepared.model.eval(), replace(target, network=prepared.network), state
 
 
-def _finetuned(folder: Path, k: int, recipe: Path, work_dir: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+def _finetuned(folder: Path, k: int, convs: int | None, recipe: Path, work_dir: Path
+               ) -> tuple[nn.Module, Any, dict[str, Any]]:
     from covseg.training.checkpoint import load_checkpoint
     from covseg.training.config import load_config
     from covseg.training.loop import fit
 
     base = load_config(recipe)
-    config = replace(base, strategy=replace(base.strategy, name="truncated", pretrained=str(folder), cutoff=k))
+    config = replace(base, strategy=replace(base.strategy, name="truncated", pretrained=str(folder), cutoff=k,
+                                            cutoff_convs=convs))
     result = fit(config.validate(), out_dir=work_dir, resume=False)
     state = dict(load_checkpoint(result.checkpoint).state)
     return result.model.eval(), result.config, state
 
 
-def truncated_model(folder: Path, k: int, *, finetune: Path | None = None, allow_untrained: bool = False,
-                    work_dir: Path | None = None) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
-    """(network, configuration, training state, provenance extra) of the model truncated at K."""
+def truncated_model(folder: Path, k: int, *, convs: int | None = None, finetune: Path | None = None,
+                    allow_untrained: bool = False, work_dir: Path | None = None
+                    ) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
+    """(network, configuration, training state, provenance extra) of the model truncated at K
+    (`convs`: seed 003's fine cutoff, convolutions kept in level K-1; None keeps them all)."""
     from covseg.training.checkpoint import load_checkpoint
 
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
     _check_cutoff(checkpoint.config, k, folder)
+    if convs is not None and not 1 <= convs <= checkpoint.config.network.convs_per_level:
+        raise ModelPackageError(f"--truncate-convs {convs}: choose 1..{checkpoint.config.network.convs_per_level}")
     if finetune is None and not allow_untrained:
         raise ModelPackageError(f"--truncate {k}: the shortened decoder of {folder} has not been trained; give "
                                 "--finetune RECIPE (a training configuration) to fine-tune it, or --allow-untrained "
                                 "to export it untrained")
-    truncation: dict[str, Any] = {"cutoff": k, "source_levels": len(checkpoint.config.network.features),
+    truncation: dict[str, Any] = {"cutoff": k, "cutoff_convs": convs,
+                                  "source_levels": len(checkpoint.config.network.features),
                                   "source_checkpoint": str(folder)}
     if finetune is None:
-        model, config, state = _untrained(folder, k, checkpoint)
+        model, config, state = _untrained(folder, k, convs, checkpoint)
         truncation["decoder"] = "untrained (random initialisation; exported with --allow-untrained)"
     else:
         with contextlib.ExitStack() as stack:
             where = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            model, config, state = _finetuned(folder, k, Path(finetune), where)
+            model, config, state = _finetuned(folder, k, convs, Path(finetune), where)
         truncation["decoder"] = f"fine-tuned with the truncated strategy ({state.get('epoch', 0)} epochs)"
         truncation["finetune_recipe"] = str(finetune)
         truncation["finetuned_checkpoint"] = str(Path(work_dir) / "checkpoints" / "last") if work_dir else None

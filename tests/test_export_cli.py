@@ -92,6 +92,11 @@ def test_untrained_truncation_says_so(checkpoint: Path, tmp_path: Path) -> None:
     assert "untrained" in meta["provenance"]["truncation"]["decoder"]
     assert meta["metrics"] == []  # the full model's Dice does not describe the truncated one
     assert "untrained" in (out / "MODEL_CARD.md").read_text()
+    finer = tmp_path / "finer"
+    assert run(["export", str(checkpoint), "--out", str(finer), "--truncate", "2", "--truncate-convs", "1",
+                "--allow-untrained", "--exporter", "torchscript"]) == 0
+    assert _meta(finer)["provenance"]["truncation"]["cutoff_convs"] == 1
+    assert _meta(finer)["network"]["parameters"] < meta["network"]["parameters"]
 
 
 @pytest.mark.slow

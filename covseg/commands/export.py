@@ -23,6 +23,8 @@ def export_command(
     task: Annotated[str | None, typer.Option(help="lung, infection or liver (default: from the classes).")] = None,
     head: Annotated[str | None, typer.Option(help="Multi-head network: the head (decoder) to export.")] = None,
     truncate: Annotated[int | None, typer.Option(help="Keep encoder levels 0..K-1 (seed 003 truncation).")] = None,
+    truncate_convs: Annotated[int | None, typer.Option(help="With --truncate: convolutions kept in level K-1 "
+                                                             "(seed 003's fine cutoff; default all).")] = None,
     finetune: Annotated[Path | None, typer.Option(help="With --truncate: training configuration to fine-tune "
                                                        "the truncated model with.")] = None,
     allow_untrained: Annotated[bool, typer.Option(help="With --truncate and no --finetune: export the "
@@ -55,8 +57,8 @@ def export_command(
     options = ExportOptions(opset=opset, exporter=exporter, tolerance=tolerance, fp16=fp16, optimize=optimize,
                             parity_data=parity_data, overwrite=overwrite)
     identity = Identity(name=name, version=version, task=task, head=head, data_licence=data_licence)
-    result = export_checkpoint(checkpoint, out, identity, options, truncate=truncate, finetune=finetune,
-                               allow_untrained=allow_untrained, work_dir=work_dir)
+    result = export_checkpoint(checkpoint, out, identity, options, truncate=truncate, truncate_convs=truncate_convs,
+                               finetune=finetune, allow_untrained=allow_untrained, work_dir=work_dir)
     for key, folder in result.packages.items():
         meta = result.metadata[key]
         parity, net = meta.get("parity") or {}, meta["network"]
