@@ -119,3 +119,13 @@ def test_a_detached_header_study_covers_its_data_file(tmp_path: Path) -> None:
     before = input_fingerprint(study)
     (tmp_path / "scan.raw").write_bytes(b"\0" * 16)
     assert input_fingerprint(study) != before
+
+
+def test_a_study_named_by_a_folder_and_a_csv_row_is_one_study_with_the_csv_metadata(tmp_path: Path) -> None:
+    make_studies(tmp_path / "cases", 2)
+    listing = write_list(tmp_path / "list.csv", [{"path": "cases/case_01.nii.gz", "patient_id": "X",
+                                                   "study_date": "2021-01-02"}])
+    studies = discover([str(tmp_path / "cases"), str(listing)])
+    assert [(Path(s.path).name, s.patient_id, s.study_date) for s in studies if s.patient_id] == [
+        ("case_01.nii.gz", "X", "2021-01-02")]
+    assert len(studies) == 2

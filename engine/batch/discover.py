@@ -184,9 +184,8 @@ def discover(inputs: Iterable[str], *, exclude: Path | None = None) -> list[Stud
     for path, patient, date in _expand(inputs):
         for study in _studies_under(path, excluded):
             ident = (study.series_uid, str(Path(study.path).resolve()) if study.kind == "file" else study.path)
-            if ident in found:
-                continue
-            found[ident] = replace(study, patient_id=patient or study.patient_id, study_date=date or study.study_date)
+            old = found.get(ident, study)  # the same study twice (a folder and a CSV row): merge what they tell
+            found[ident] = replace(old, patient_id=patient or old.patient_id, study_date=date or old.study_date)
     studies = list(found.values())
     keys = disambiguate([study_key(series_uid=s.series_uid, path=Path(s.path)) for s in studies],
                         [Path(s.path) for s in studies])
