@@ -361,3 +361,13 @@ def test_a_batch_folder_inside_the_input_is_not_searched(tmp_path: Path, calls: 
     assert batch(str(tmp_path / "in"), "--out", str(out), "--resume") == 0
     assert len(read_rows(out / "summary.csv")) == 3  # ...are never taken for inputs
     assert sum(calls_per_key(calls).values()) == 3
+
+
+def test_threads_per_worker_keep_workers_times_threads_within_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from covseg.engine.batch import runner
+
+    monkeypatch.setattr(runner, "available_cores", lambda: 8)
+    notes: list[str] = []
+    assert [runner.threads_for(w, None, notes) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert runner.threads_for(2, 3, notes) == 3 and notes == []
+    assert runner.threads_for(4, 4, notes) == 2 and "exceeds 8 cores" in notes[0]
