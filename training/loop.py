@@ -11,10 +11,11 @@ algorithms).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,19 @@ def load_source(config: Config) -> Source | None:
         folder = folder / "checkpoint"
     checkpoint = load_checkpoint(folder)
     return checkpoint.config, checkpoint.model_state
+
+
+@contextlib.contextmanager
+def _runtime(config: Config, ctx: ddp.DistContext) -> Iterator[None]:
+    """Threads and determinism for this fit, restored afterwards (they are process-global)."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        _setup_runtime(config, ctx)
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
 
 
 def _setup_runtime(config: Config, ctx: ddp.DistContext) -> None:
@@ -296,7 +310,11 @@ def fit(config: Config, *, out_dir: str | Path, resume: bool = True, progress: P
     config.validate()
     out_dir = Path(out_dir)
     ctx = ddp.init_from_env(config.run.device)
-    _setup_runtime(config, ctx)
+    with _runtime(config, ctx):
+        return _fit(config, out_dir, ctx, resume, progress)
+
+
+def _fit(config: Config, out_dir: Path, ctx: ddp.DistContext, resume: bool, progress: Progress | None) -> FitResult:
     if ctx.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     ddp.barrier(ctx)
