@@ -372,3 +372,18 @@ def search_cutoff(evaluate: Callable[[int, int | None], float], levels: int, con
         history.append((k, convs, evaluate(k, convs)))
     best = max(history, key=lambda h: (h[2], -h[0], -(h[1] or math.inf)))
     return (best[0], best[1]), history
+
+
+def fit_cutoff_evaluator(config: Config, out_dir: Any) -> Callable[[int, int | None], float]:
+    """`evaluate` for search_cutoff: fine-tune the truncated network at (k, convs) with the loop
+    into out_dir/cutoff-<k>-<convs> and score it by its best validation Dice."""
+    from pathlib import Path
+
+    from covseg.training.loop import fit
+
+    def evaluate(k: int, convs: int | None) -> float:
+        settings = replace(config.strategy, name="truncated", cutoff=k, cutoff_convs=convs)
+        result = fit(replace(config, strategy=settings), out_dir=Path(out_dir) / f"cutoff-{k}-{convs or 'all'}")
+        return result.best_dice if result.best_dice is not None else 0.0
+
+    return evaluate
