@@ -14,11 +14,40 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
 
 from covseg import __version__
 from covseg.errors import CancelledError, CovsegError
+
+
+def _cli_exception_types() -> tuple[tuple[type[BaseException], ...], ...]:
+    """(exit, usage, abort) exception types of Typer and, when present, of click.
+
+    Typer >= 0.26 bundles its own copy of click whose exceptions are not click's own; older
+    Typer raises click's. Both are caught so a usage error always exits 2, never 1.
+    """
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    usages: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        usages.append(TyperClickException)
+    except ImportError:  # pragma: no cover - Typer without a bundled click
+        pass
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usages.append(click.ClickException)
+    except ImportError:  # pragma: no cover - click not installed
+        pass
+    return tuple(exits), tuple(usages), tuple(aborts)
+
+
+_EXIT, _USAGE, _ABORT = _cli_exception_types()
+_ABORT_OR_INTERRUPT: tuple[type[BaseException], ...] = (*_ABORT, KeyboardInterrupt)
 
 app = typer.Typer(
     name="covseg",
@@ -68,12 +97,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="covseg", standalone_mode=False)
-    except click.exceptions.Exit as stop:
-        return int(stop.exit_code)
-    except click.ClickException as usage:
-        usage.show()
-        return int(usage.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _EXIT as stop:
+        return int(getattr(stop, "exit_code", 0))
+    except _USAGE as usage:
+        usage.show()  # type: ignore[attr-defined]
+        return int(getattr(usage, "exit_code", 2))
+    except _ABORT_OR_INTERRUPT:
         error = CancelledError("interrupted; nothing was written")
         print(f"covseg: {error}", file=sys.stderr)
         return error.exit_code

@@ -220,14 +220,13 @@ def test_infer_runs_without_torch(study: dict[str, object], tmp_path: Path) -> N
     assert (tmp_path / "out" / "report.json").is_file()
 
 
-# Usage errors should exit 2; covseg.cli.run catches click.ClickException while typer >= 0.20 raises its
-# vendored click's exceptions, so they exit 1 today (reported to the CLI owner): only "not 0" is asserted.
-@pytest.mark.parametrize(("extra", "code"), [(("--max-memory", "1"), 6), (("--device", "gpu"), None),
-                                             (("--format", "dicom"), None), (("--seg-type", "x"), None)])
+# A memory limit too small is a resource error (6); an invalid option value is a usage error (2).
+@pytest.mark.parametrize(("extra", "code"), [(("--max-memory", "1"), 6), (("--device", "gpu"), 2),
+                                             (("--format", "dicom"), 2), (("--seg-type", "x"), 2)])
 def test_refusals_before_any_output(study: dict[str, object], tmp_path: Path, extra: tuple[str, ...],
-                                    code: int | None) -> None:
+                                    code: int) -> None:
     result = run(_args(study, "ct.nii.gz", tmp_path / "out", *extra))
-    assert result == code if code is not None else result != 0
+    assert result == code
     assert list(tmp_path.iterdir()) == []
 
 
