@@ -112,6 +112,9 @@ class ScheduleConfig:
 class AugmentationConfig:
     enabled: bool = True
     flip_prob: float = 0.5
+    # Array axes (z, y, x) that may be mirrored. Mirroring x swaps the patient's left and right, so
+    # models of lateral anatomy (left/right lung, liver) must not flip x: their recipes set [] or [0].
+    flip_axes: tuple[int, ...] = (0, 1, 2)
     rotate_prob: float = 0.2
     rotate_range_rad: float = 0.52
     scale_prob: float = 0.2
@@ -274,4 +277,6 @@ def validate(config: Config) -> Config:
     _check(config.data.normalization in ("ct_clip_zscore", "percentile_zscore", "window"),
            f"data.normalization={config.data.normalization!r}")
     _check(config.run.device in ("auto", "cpu", "cuda"), f"run.device={config.run.device!r}")
+    _check(all(axis in (0, 1, 2) for axis in config.augmentation.flip_axes),
+           f"augmentation.flip_axes={config.augmentation.flip_axes}: array axes 0 (z), 1 (y), 2 (x)")
     return config

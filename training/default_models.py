@@ -76,3 +76,70 @@ def build_lung_training_set(shared_data: Path | None, out_dir: Path, *, phantoms
                         "licence": "synthetic (covseg)"})
     (out_dir / "cases.json").write_text(json.dumps(records, indent=2))
     return records
+
+
+def _mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
+    """A folder of links to one split's MosMed masks, for PhantomConfig(mosmed_dir=...)."""
+    folder = out_dir / "mosmed_split"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.nii.gz"):
+        old.unlink()
+    for path in files:
+        (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
+def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 10, real_variants: int = 4,
+                                 seed: int = 300, exclude_patients: Sequence[str] = ("lungdx_a0001",)
+                                 ) -> list[dict[str, object]]:
+    """The infection model's training folder: COVID-19 lesions synthesised into real lungs and phantoms.
+
+    Lesion shapes come from the MosMed *train* split only (lesion_insertion.split_mosmed); the
+    validation case (id sorted last, as `build_cases` takes the last cases to validate) uses the
+    validation split. `exclude_patients` stays out entirely: lungdx_a0001 is the held-out anatomy of
+    the evaluation and the real CT on which false positives are measured.
+    """
+    from covseg.training.lesion_insertion import insert_covid, split_mosmed
+    from covseg.training.synthesis.mosmed_shapes import LICENCE, mask_files
+
+    split = split_mosmed(mask_files(shared_data / "mosmed_covid_masks" / "masks"))
+    for folder in ("images", "labels"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, object]] = []
+    rng = np.random.default_rng(seed)
+    for case in REAL_LUNG_CASES:
+        if case.patient in exclude_patients:
+            continue
+        image, reference = reference_case(case, shared_data)
+        for variant in range(real_variants):
+            inserted = insert_covid(image, reference.array, seed=int(rng.integers(1 << 31)),
+                                    count=int(rng.integers(3, 9)), scale=float(rng.uniform(0.6, 1.3)),
+                                    shape_files=split["train"] if variant % 2 == 0 else None)
+            case_id = f"{case.case_id}_covid{variant}"
+            write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
+            write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+            records.append({"case": case_id, "source": "real CT + synthesised COVID-19 lesions",
+                            "licence": f"{case.licence}; {LICENCE}"})
+    mosmed_train = _mosmed_split_folder(out_dir / "train_shapes", split["train"])
+    for i, config in enumerate(_phantom_configs(phantoms, seed)):
+        config = PhantomConfig(seed=config.seed, size_xyz=config.size_xyz, spacing_xyz=config.spacing_xyz,
+                               lesions=("covid", *tuple(k for k in config.lesions if k != "covid")),
+                               lesion_count=config.lesion_count, lesion_scale=config.lesion_scale,
+                               use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train)
+        phantom = make_phantom(config)
+        case_id = f"phantom_{config.seed:04d}"
+        write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")
+        write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+        records.append({"case": case_id, "source": f"phantom seed {config.seed}, lesions {list(config.lesions)}",
+                        "licence": f"synthetic (covseg); {LICENCE}"})
+    mosmed_val = _mosmed_split_folder(out_dir / "validation_shapes", split["validation"])
+    validation = make_phantom(PhantomConfig(seed=seed + 999, size_xyz=(192, 192, 72), spacing_xyz=(2.0, 2.0, 5.0),
+                                            lesions=("covid",), lesion_count=8, use_mosmed=True,
+                                            mosmed_dir=mosmed_val))
+    write_nifti(validation.image, out_dir / "images" / "zz_validation_phantom.nii.gz")
+    write_nifti(validation.labels, out_dir / "labels" / "zz_validation_phantom.nii.gz")
+    records.append({"case": "zz_validation_phantom", "source": "validation phantom, MosMed validation shapes",
+                    "licence": f"synthetic (covseg); {LICENCE}"})
+    (out_dir / "cases.json").write_text(json.dumps({"cases": records, "mosmed_split": {
+        k: [p.name for p in v] for k, v in split.items()}}, indent=2))
+    return records

@@ -35,7 +35,7 @@ def make_augmentation(aug: AugmentationConfig) -> mt.Compose | None:
         return None
     keys = ("image", "label")
     r = aug.rotate_range_rad
-    steps: list[mt.Transform] = [mt.RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(3)]
+    steps: list[mt.Transform] = [mt.RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in aug.flip_axes]
     steps += [
         mt.RandRotated(keys, range_x=r, range_y=r, range_z=r, prob=aug.rotate_prob, mode=("bilinear", "nearest"),
                        padding_mode="border", keep_size=True),

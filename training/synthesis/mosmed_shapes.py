@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from covseg.training.synthesis.frame import HEIGHT, Frame
+from covseg.training.synthesis.frame import Frame
 from covseg.training.synthesis.lesions import Shape
 
 MIN_ML, MAX_ML = 0.5, 150.0
@@ -82,10 +82,12 @@ def components(path: Path) -> tuple[Component, ...]:
 class MosmedShapes:
     """A seeded source of MosMed lesion shapes for `lesions.add_covid(shape_maker=...)`."""
 
-    def __init__(self, frame: Frame, rng: np.random.Generator, folder: Path | None = None) -> None:
+    def __init__(self, frame: Frame, rng: np.random.Generator, folder: Path | None = None,
+                 files: tuple[Path, ...] | None = None) -> None:
+        """`files` restricts the shapes to a subset of the masks (a train / validation / test split)."""
         self.frame = frame
         self.rng = rng
-        self.files = mask_files(folder)
+        self.files = files if files else mask_files(folder)
 
     def _pick(self) -> Component | None:
         for _ in range(8):
@@ -100,10 +102,8 @@ class MosmedShapes:
         if component is None:
             return None, "mosmed:none"
         frame = self.frame
-        nz = frame.shape[0]
-        # Real mm to reference mm per axis (x, y, z).
-        to_reference = np.array([1.0 / frame.scale, 1.0 / frame.scale,
-                                 HEIGHT / ((nz - 1) * frame.geometry.spacing[2])])
+        # Real mm to reference mm per axis (x, y, z): reference voxel size over real voxel size.
+        to_reference = frame.voxel / np.array(frame.geometry.spacing, dtype=float)
         size = np.array(component.occupancy.shape[::-1])
         extent_mm = size * np.array(component.spacing)
         fit = scale * min(1.0, MAX_EXTENT_MM / float(extent_mm.max()))
