@@ -93,7 +93,8 @@ def _match(token: str, packages: Sequence[ModelPackage], directory: Path,
             return package
     by_task = [p for p in packages if p.task == token]
     if by_task:
-        return max(by_task, key=lambda p: _version_key(p.version))
+        # The package named after its task is that task's default (e.g. "lung" over "lung-compact").
+        return max(by_task, key=lambda p: (p.name == token, _version_key(p.version)))
     raise ModelPackageError(f"unknown model {token!r}; {_available(packages, directory)}")
 
 
@@ -120,8 +121,8 @@ def resolve_models(spec: str | None, model_paths: Sequence[Path | str] = (), *,
                    directory: Path | str | None = None) -> list[ModelPackage]:
     """The packages a run uses, in cascade order (lung, infection, liver, others).
 
-    spec: "--models lung,infection,liver", tokens are package names or tasks (a task picks its newest
-    shipped package). model_paths: "--model PATH" package folders. With neither, one shipped package
+    spec: "--models lung,infection,liver", tokens are package names or tasks (a task picks the package
+    named after it, else its newest shipped package). model_paths: "--model PATH" package folders. With neither, one shipped package
     per default task that has one.
     """
     root = models_dir(directory)

@@ -53,6 +53,13 @@ def test_resolve_by_task_and_name_in_cascade_order(models: Path) -> None:
     assert [p.task for p in resolve_models(None, [], directory=models)] == ["lung", "infection", "liver"]
 
 
+def test_package_named_after_its_task_is_the_default(models: Path) -> None:
+    make_package(models, "lung", name="lung", version="1.0.0")  # older than lung-newer, but the default
+    assert [p.name for p in resolve_models("lung", [], directory=models)] == ["lung"]
+    assert resolve_models(None, [], directory=models)[0].name == "lung"
+    assert [p.name for p in resolve_models("lung-newer", [], directory=models)] == ["lung-newer"]
+
+
 def test_resolve_paths_and_duplicates(models: Path, tmp_path: Path) -> None:
     extra = make_package(tmp_path / "elsewhere", "infection", name="my-infection")
     chosen = resolve_models(None, [extra], directory=models)

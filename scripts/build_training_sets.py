@@ -1,0 +1,35 @@
+"""Write the training folders of the default models (issue 11) under runs/default_models/.
+
+    python scripts/build_training_sets.py lung|infection [--shared ../shared/data]
+
+The folders hold derived data of licensed images (IRCAD, MosMed: non-commercial, no derivatives):
+they stay local, are never committed, and are rebuilt from ../shared/data by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from covseg.training import default_models
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILDERS = {
+    "lung": default_models.build_lung_training_set,
+    "infection": default_models.build_infection_training_set,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=sorted(BUILDERS))
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or ROOT / "runs" / "default_models" / f"{args.model}_train"
+    records = BUILDERS[args.model](args.shared, out)
+    print(f"{len(records)} cases written to {out}")
+
+
+if __name__ == "__main__":
+    main()
