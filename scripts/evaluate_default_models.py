@@ -1,0 +1,39 @@
+"""Evaluate the default model packages through `covseg infer` (issue 11); tables go to docs/evaluation/.
+
+    python scripts/evaluate_default_models.py lung|infection|liver [--models covseg/models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from covseg.training import default_evaluation as ev
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=("lung", "infection", "liver"))
+    parser.add_argument("--models", type=Path, default=ROOT / "covseg" / "models")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    out = args.out or ROOT / "docs" / "evaluation" / args.model
+    if args.model == "lung":
+        rows = ev.evaluate_lung(args.models / "lung", args.shared, out)
+    elif args.model == "infection":
+        result = ev.evaluate_infection(args.models / "lung", args.models / "infection", args.shared, out)
+        rows = result["rows"]
+        print(json.dumps(result["false_positives"], indent=2))
+    else:
+        rows = ev.evaluate_liver(args.models / "liver", args.shared, out)
+    for row in rows:
+        print(row["case"], row["structure"], {k: row[k] for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
+    print(f"tables in {out}")
+
+
+if __name__ == "__main__":
+    main()

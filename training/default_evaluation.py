@@ -1,0 +1,200 @@
+"""Evaluation of the default models through the product path (`covseg infer`), issue 11.
+
+Every prediction is made by the CLI on a file, exactly as a user runs it, and scored against a
+reference that the model never saw:
+
+- lung: the classical reference (lung_reference.py) of lungdx_a0001, the patient left out of training,
+  and held-out phantoms (seeds the training set does not use); left/right swaps are checked;
+- infection: COVID-19 lesions synthesised into lungdx_a0001 (held out by anatomy) with MosMed shapes of
+  the test split (held out by shape), held-out phantoms with test shapes; and the false-positive
+  infection volume on the unmodified lungdx_a0001, inside and outside its tumour's boxes;
+- liver: 3D-IRCADb 1.17, whose manual liver mask was never used for training.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from covseg.cli import run
+from covseg.engine.reading import read_study
+from covseg.engine.volume import Volume
+from covseg.labels import INFECTION_LABELS, Label
+from covseg.training.evaluation import Row, case_rows, read_label_map, write_evaluation
+from covseg.training.metrics import case_metrics, overlap_scores
+from covseg.training.synthesis.dicom_series import write_nifti
+
+LUNGDX = ("lungdx_a0001_chest_ct/series2_5mm_kernel_L", "lungdx_a0001_chest_ct/series3_5mm_kernel_B")
+LUNG_STRUCTURES = {"lung_left": int(Label.LUNG_LEFT), "lung_right": int(Label.LUNG_RIGHT)}
+INFECTION_STRUCTURES = {"infection": tuple(int(v) for v in INFECTION_LABELS)}
+
+
+def infer(study: Path, packages: Sequence[Path], out: Path) -> tuple[Volume, dict[str, Any]]:
+    """`covseg infer` on one study with the given packages; (label map, report)."""
+    args = ["infer", str(study), "--out", str(out), "--overwrite", "--quiet"]
+    for package in packages:
+        args += ["--model", str(package)]
+    code = run(args)
+    if code != 0:
+        raise RuntimeError(f"covseg infer {study} exited with {code}")
+    report = json.loads((out / "report.json").read_text())
+    return read_label_map(out / "labels.nii.gz"), report
+
+
+def _spacing_zyx(volume: Volume) -> tuple[float, float, float]:
+    sx, sy, sz = volume.geometry.spacing
+    return (float(sz), float(sy), float(sx))
+
+
+def _scored(case_id: str, prediction: Volume, truth: np.ndarray, structures: Mapping[str, int | tuple[int, ...]],
+            **keys: object) -> list[Row]:
+    metrics = case_metrics(prediction.array, truth, _spacing_zyx(prediction), labels=structures)
+    return case_rows(case_id, metrics, **keys)
+
+
+def lung_swapped(prediction: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether the predicted sides overlap the opposite reference sides better than their own."""
+    left, right = int(Label.LUNG_LEFT), int(Label.LUNG_RIGHT)
+    own = [overlap_scores(prediction == v, truth == v)["dsc"] or 0.0 for v in (left, right)]
+    other = [overlap_scores(prediction == a, truth == b)["dsc"] or 0.0 for a, b in ((left, right), (right, left))]
+    return sum(other) > sum(own)
+
+
+def evaluate_lung(package: Path, shared_data: Path, out_dir: Path, *, phantom_seeds: Sequence[int] = (900, 901, 902)
+                  ) -> list[Row]:
+    """Lung model on the left-out real patient and on held-out phantoms."""
+    from covseg.training.default_models import _phantom_configs, lungs_with_lesions
+    from covseg.training.lung_reference import lung_reference
+    from covseg.training.synthesis.phantom import make_phantom
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for relative in LUNGDX:
+            study = shared_data / relative
+            reference = lung_reference(read_study(study)).array
+            prediction, report = infer(study, [package], work / "out")
+            rows += _lung_rows(Path(relative).name, "real CT, left-out patient", prediction, reference, report)
+        for config in _phantom_configs(len(phantom_seeds), phantom_seeds[0]):
+            phantom = make_phantom(config)
+            path = work / f"phantom_{config.seed}.nii.gz"
+            write_nifti(phantom.image, path)
+            prediction, report = infer(path, [package], work / "out")
+            rows += _lung_rows(f"phantom_{config.seed}", "held-out phantom", prediction,
+                               lungs_with_lesions(phantom.labels.array), report)
+    write_evaluation(rows, out_dir, by=("kind", "structure"), title="Default lung model")
+    return rows
+
+
+def _lung_rows(case_id: str, kind: str, prediction: Volume, reference: np.ndarray, report: Mapping[str, Any]
+               ) -> list[Row]:
+    swapped = lung_swapped(prediction.array, reference)
+    voxel_ml = prediction.geometry.voxel_volume_ml
+    rows = _scored(case_id, prediction, reference, LUNG_STRUCTURES, kind=kind, swapped=swapped,
+                   seconds=report["runtime"]["seconds"]["total"])
+    for row in rows:
+        row["reference_ml"] = float((reference == LUNG_STRUCTURES[str(row["structure"])]).sum() * voxel_ml)
+    return rows
+
+
+def tumour_boxes_mask(study: Volume, series_folder: Path, annotations: Path) -> np.ndarray:
+    """Voxels inside the Lung-PET-CT-Dx tumour boxes (Pascal VOC XML named by SOPInstanceUID) of a series."""
+    import pydicom
+
+    positions = {}
+    for path in series_folder.glob("*.dcm"):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        positions[str(header.SOPInstanceUID)] = [float(v) for v in header.ImagePositionPatient]
+    mask = np.zeros(study.array.shape, dtype=bool)
+    for xml in annotations.glob("*.xml"):
+        box = ET.parse(xml).getroot().find(".//bndbox")
+        if xml.stem not in positions or box is None:
+            continue
+        x0, y0, x1, y1 = (int(float(box.findtext(k, "0"))) for k in ("xmin", "ymin", "xmax", "ymax"))
+        k = round(float(study.geometry.lps_to_index(np.array([positions[xml.stem]]))[0][2]))
+        if 0 <= k < mask.shape[0]:
+            mask[k, y0:y1 + 1, x0:x1 + 1] = True
+    return mask
+
+
+def evaluate_infection(lung_package: Path, infection_package: Path, shared_data: Path, out_dir: Path, *,
+                       variants: int = 2, phantom_seeds: Sequence[int] = (950, 951)) -> dict[str, Any]:
+    """Infection model on synthesised held-out cases, and its false positives on real non-COVID CT."""
+    from covseg.training.lesion_insertion import insert_covid, split_mosmed
+    from covseg.training.lung_reference import lung_reference
+    from covseg.training.synthesis.config import PhantomConfig
+    from covseg.training.synthesis.mosmed_shapes import mask_files
+    from covseg.training.synthesis.phantom import make_phantom
+
+    test_shapes = split_mosmed(mask_files(shared_data / "mosmed_covid_masks" / "masks"))["test"]
+    packages = [lung_package, infection_package]
+    rows: list[Row] = []
+    specificity: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for relative in LUNGDX:
+            study = shared_data / relative
+            image = read_study(study)
+            reference = lung_reference(image).array
+            prediction, report = infer(study, packages, work / "out")
+            specificity.append(_false_positives(study, image, prediction, report, shared_data))
+            for variant in range(variants):
+                inserted = insert_covid(image, reference, seed=7000 + variant, count=6 + 2 * variant,
+                                        shape_files=test_shapes)
+                path = work / f"{Path(relative).name}_covid{variant}.nii.gz"
+                write_nifti(inserted.image, path)
+                prediction, report = infer(path, packages, work / "out")
+                rows += _scored(path.name.removesuffix(".nii.gz"), prediction, inserted.labels.array,
+                                INFECTION_STRUCTURES, kind="real CT + test-split MosMed lesions (held-out patient)")
+        mosmed_test = work / "mosmed_test"
+        mosmed_test.mkdir()
+        for shape in test_shapes:
+            (mosmed_test / shape.name).symlink_to(shape.resolve())
+        for seed in phantom_seeds:
+            phantom = make_phantom(PhantomConfig(seed=seed, size_xyz=(224, 224, 80), spacing_xyz=(1.7, 1.7, 4.0),
+                                                 lesions=("covid",), lesion_count=8, use_mosmed=True,
+                                                 mosmed_dir=mosmed_test))
+            path = work / f"phantom_{seed}.nii.gz"
+            write_nifti(phantom.image, path)
+            prediction, report = infer(path, packages, work / "out")
+            rows += _scored(f"phantom_{seed}", prediction, phantom.labels.array, INFECTION_STRUCTURES,
+                            kind="held-out phantom, test-split MosMed lesions")
+    write_evaluation(rows, out_dir, by=("kind", "structure"), title="Default infection model")
+    (out_dir / "false_positives.json").write_text(json.dumps(specificity, indent=2))
+    return {"rows": rows, "false_positives": specificity}
+
+
+def _false_positives(study: Path, image: Volume, prediction: Volume, report: Mapping[str, Any],
+                     shared_data: Path) -> dict[str, Any]:
+    infection = np.isin(prediction.array, [int(v) for v in INFECTION_LABELS])
+    boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
+    voxel_ml = prediction.geometry.voxel_volume_ml
+    return {"case": study.name, "infection_ml": float(infection.sum() * voxel_ml),
+            "infection_ml_in_tumour_boxes": float((infection & boxes).sum() * voxel_ml),
+            "tumour_box_ml": float(boxes.sum() * voxel_ml),
+            "report_infection_ml": report["infection"]["volume_ml"],
+            "lung_left_ml": report["structures"]["lung_left"]["volume_ml"],
+            "lung_right_ml": report["structures"]["lung_right"]["volume_ml"]}
+
+
+def evaluate_liver(package: Path, shared_data: Path, out_dir: Path) -> list[Row]:
+    """Liver model on 3D-IRCADb 1.17 (manual liver mask, never used for training)."""
+    from covseg.training.datasets import read_ircad
+
+    case = read_ircad(shared_data / "ircad" / "3Dircadb1.17").labelled()[0]
+    image, truth = case.load()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        path = work / "ircad_1_17.nii.gz"
+        write_nifti(image, path)
+        prediction, _ = infer(path, [package], work / "out")
+        rows = _scored("ircad_1_17", prediction, truth.array, {"liver": int(Label.LIVER)},
+                       kind="real CT, never used for training")
+    write_evaluation(rows, out_dir, by=("kind", "structure"), title="Default liver model")
+    return rows
