@@ -1,6 +1,6 @@
 """Evaluate the default model packages through `covseg infer` (issue 11); tables go to docs/evaluation/.
 
-    python scripts/evaluate_default_models.py lung|infection|liver [--models covseg/models]
+    python scripts/evaluate_default_models.py lung|infection|slices|liver [--models covseg/models]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=("lung", "infection", "liver"))
+    parser.add_argument("model", choices=("lung", "infection", "slices", "liver"))
     parser.add_argument("--models", type=Path, default=ROOT / "covseg" / "models")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
@@ -28,6 +28,8 @@ def main() -> None:
         result = ev.evaluate_infection(args.models / "lung", args.models / "infection", args.shared, out)
         rows = result["rows"]
         print(json.dumps(result["false_positives"], indent=2))
+    elif args.model == "slices":
+        rows = ev.evaluate_covid_slices(args.models / "infection", args.shared, out)
     else:
         rows = ev.evaluate_liver(args.models / "liver", args.shared, out)
     for row in rows:

@@ -198,3 +198,56 @@ def evaluate_liver(package: Path, shared_data: Path, out_dir: Path) -> list[Row]
                        kind="real CT, never used for training")
     write_evaluation(rows, out_dir, by=("kind", "structure"), title="Default liver model")
     return rows
+
+
+# --- the 50 real labelled 2-D COVID-19 slices (covid_ct_labelled): a rough real-data check --------------
+
+SLICE_SPACING_MM = 0.75  # assumed: the crops carry no spacing; 0.75 mm is a 512 matrix over 384 mm
+SLICE_COPIES, SLICE_THICKNESS_MM = 12, 5.0
+PARENCHYMA_HU, TISSUE_HU = -850.0, 40.0
+
+
+def grey_to_hu(grey: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Map display greys to HU by two histogram peaks: aerated lung (the strongest mode in the dark
+    half) to -850 HU and soft tissue (the strongest mode in the bright half) to +40 HU, linearly.
+    Saturated greys (255, the display window's top) make the tissue peak a lower bound: a caveat."""
+    histogram = np.bincount(grey.ravel(), minlength=256).astype(float)
+    smooth = np.convolve(histogram, np.ones(7) / 7.0, mode="same")
+    dark = int(np.argmax(smooth[8:128])) + 8
+    bright = int(np.argmax(smooth[128:255])) + 128
+    slope = (TISSUE_HU - PARENCHYMA_HU) / max(bright - dark, 1)
+    return (PARENCHYMA_HU + (grey.astype(np.float32) - dark) * slope).astype(np.float32), (float(dark), float(bright))
+
+
+def evaluate_covid_slices(infection_package: Path, shared_data: Path, out_dir: Path) -> list[Row]:
+    """Infection model (alone) on each 2-D slice, replicated into a short 3-D stack; the middle slice
+    is scored against the radiologist's mask. The slices are rotated to the radiological view first."""
+    from PIL import Image
+
+    from covseg.engine.geometry import Geometry
+    from covseg.engine.volume import StudyInfo
+
+    folder = shared_data / "covid_ct_labelled"
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for image_path in sorted(folder.glob("images/*.jpg"), key=lambda p: int(p.stem)):
+            grey = np.rot90(np.asarray(Image.open(image_path).convert("L")), k=-1)
+            truth = np.rot90(np.asarray(Image.open(folder / "infection_binary" / f"{image_path.stem}.png")
+                                        .convert("L")) > 127, k=-1)
+            hu, peaks = grey_to_hu(np.ascontiguousarray(grey))
+            stack = np.repeat(hu[None], SLICE_COPIES, axis=0)
+            geometry = Geometry(size=(stack.shape[2], stack.shape[1], stack.shape[0]),
+                                spacing=(SLICE_SPACING_MM, SLICE_SPACING_MM, SLICE_THICKNESS_MM))
+            path = work / f"slice_{image_path.stem}.nii.gz"
+            write_nifti(Volume(np.rint(stack).astype(np.int16), geometry, StudyInfo(format="array", modality="CT")),
+                        path)
+            prediction, _ = infer(path, [infection_package], work / "out")
+            middle = np.isin(prediction.array[SLICE_COPIES // 2], [int(v) for v in INFECTION_LABELS])
+            scores = overlap_scores(middle, np.ascontiguousarray(truth))
+            rows.append({"case": image_path.stem, "structure": "infection", "dsc": scores["dsc"],
+                         "sensitivity": scores["sensitivity"], "precision": scores["precision"],
+                         "truth_pixels": int(truth.sum()), "predicted_pixels": int(middle.sum()),
+                         "parenchyma_grey": peaks[0], "tissue_grey": peaks[1]})
+    write_evaluation(rows, out_dir, by=("structure",), title="Infection model on 50 real 2-D COVID-19 slices")
+    return rows
