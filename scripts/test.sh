@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 if [ -f scripts/setup_slicer.sh ]; then bash scripts/setup_slicer.sh; fi
-ruff check covseg engine training export tests benchmarks slicer_extension
+ruff check covseg engine training export tests benchmarks slicer_extension scripts
 mypy covseg engine training export
 pytest -m "not gpu" -n 2 --durations=15
