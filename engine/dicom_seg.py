@@ -11,6 +11,7 @@ BINARY by default (widest viewer support); LABELMAP on request (smaller, needs D
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,15 +207,23 @@ def write_seg(labels: np.ndarray, geometry: Geometry, info: StudyInfo, path: Pat
     frames = seg_frames(labels, geometry, planes)
     lookup = np.zeros(256, dtype=np.uint8)
     lookup[values] = np.arange(1, len(values) + 1, dtype=np.uint8)
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=lookup[frames], segmentation_type=segmentation_type,
+    with warnings.catch_warnings():
+        # highdicom quotes the source's PatientName in its person-name warnings: never log identifiers.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"highdicom\.")
+        seg = _segmentation(sources, lookup[frames], segmentation_type, values, model_names)
+    if pseudonym is not None:
+        strip_identifiers(seg, pseudonym)
+    seg.save_as(path)
+    return Path(path)
+
+
+def _segmentation(sources: list[Dataset], pixels: np.ndarray, segmentation_type: str, values: Sequence[int],
+                  model_names: Sequence[str]) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixels, segmentation_type=segmentation_type,
         segment_descriptions=segment_descriptions(values, model_names),
         series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="covseg", manufacturer_model_name="covseg",
         software_versions=__version__, device_serial_number="none", content_label="COVSEG",
         content_description="covseg automatic segmentation (research use only)"[:64],
         series_description=SEG_SERIES_DESCRIPTION, omit_empty_frames=True)
-    if pseudonym is not None:
-        strip_identifiers(seg, pseudonym)
-    seg.save_as(path)
-    return Path(path)

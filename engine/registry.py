@@ -122,8 +122,8 @@ def resolve_models(spec: str | None, model_paths: Sequence[Path | str] = (), *,
     """The packages a run uses, in cascade order (lung, infection, liver, others).
 
     spec: "--models lung,infection,liver", tokens are package names or tasks (a task picks the package
-    named after it, else its newest shipped package). model_paths: "--model PATH" package folders. With neither, one shipped package
-    per default task that has one.
+    named after it, else its newest shipped package). model_paths: "--model PATH" package folders.
+    With neither, one shipped package per default task that has one.
     """
     root = models_dir(directory)
     chosen = [load_package(Path(p)) for p in model_paths]

@@ -143,3 +143,23 @@ def test_label_grid_other_than_source_slices_is_resampled(tmp_path: Path) -> Non
     path = write_seg(labels[::-1].copy(), reversed_grid, volume.info, tmp_path / "seg.dcm")
     assert path is not None
     assert np.array_equal(_reconstruct(hd.seg.segread(path), g, labels.shape), labels)
+
+
+def test_patient_name_never_reaches_warnings_or_stderr(tmp_path: Path, recwarn: pytest.WarningsRecorder,
+                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    """highdicom warns about single-component person names and quotes them; covseg must not pass that on."""
+    import warnings
+
+    folder, _ = _series(tmp_path, (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0))
+    secret = "Secret_Patient-0042"  # one component, as in real archives: highdicom's warning quotes it
+    for path in folder.iterdir():
+        dataset = pydicom.dcmread(path)
+        dataset.PatientName = secret
+        dataset.save_as(path)
+    study = read_study(folder)
+    labels = np.zeros(study.array.shape, dtype=np.uint8)
+    labels[3:6, 5:15, 5:15] = 1
+    warnings.simplefilter("always")
+    assert write_seg(labels, study.geometry, study.info, tmp_path / "seg.dcm") is not None
+    assert not [w for w in recwarn if secret in str(w.message)]
+    assert secret not in capfd.readouterr().err
