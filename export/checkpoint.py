@@ -15,6 +15,7 @@ metadata comes from the saved configuration and training state:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,30 @@ def _training_data(data: Any, licence: str | None) -> list[dict[str, Any]]:
     if data.source == "phantom":
         return [{**PHANTOM_DATA, "cases": int(data.cases)}]
     name = Path(str(data.path)).name if data.path else "dataset"
+    described = _described_cases(Path(str(data.path))) if data.path else []
+    if described:
+        return described
     return [{"name": name, "licence": licence or "unknown (not recorded; treat as non-commercial)"}]
+
+
+def _described_cases(folder: Path) -> list[dict[str, Any]]:
+    """Training data grouped by kind from the dataset's cases.json ({"case", "source", "licence"} records,
+    as covseg.training.default_models writes them); [] when the folder has none."""
+    path = folder / "cases.json"
+    if not path.is_file():
+        return []
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    records = loaded.get("cases", []) if isinstance(loaded, dict) else loaded
+    groups: dict[tuple[str, str], int] = {}
+    for record in records if isinstance(records, list) else []:
+        if isinstance(record, dict) and "source" in record:
+            kind = str(record["source"]).split(" seed ")[0].split(",")[0]
+            key = (kind, str(record.get("licence", "unknown")))
+            groups[key] = groups.get(key, 0) + 1
+    return [{"name": kind, "licence": licence, "cases": count} for (kind, licence), count in groups.items()]
 
 
 def _metrics(state: Mapping[str, Any], data: Any) -> list[dict[str, Any]]:

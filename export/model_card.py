@@ -67,6 +67,22 @@ def _truncation_lines(truncation: Mapping[str, Any] | None) -> list[str]:
             f"{truncation.get('decoder')}.", ""]
 
 
+def _data_limits(meta: Mapping[str, Any]) -> list[str]:
+    """What the training data could not teach the model, in plain words."""
+    data = (meta.get("provenance") or {}).get("training_data") or []
+    names = " ".join(str(d.get("name", "")) for d in data).lower()
+    lines = []
+    if data and all("phantom" in str(d.get("name", "")).lower() or "synthetic" in str(d.get("licence", "")).lower()
+                    for d in data):
+        lines.append("- Trained on synthetic phantoms only: its accuracy on real CT is what the metrics above say "
+                     "and nothing more.")
+    if meta.get("task") == "infection":
+        lines.append("- No real labelled 3-D COVID-19 CT was used to train or test it: lesions were synthesised "
+                     "(real lesion shapes, simulated textures) into real and synthetic lungs." if "synth" in names
+                     or not names else "- Check which real COVID-19 CT, if any, was in the training data above.")
+    return lines
+
+
 def render_model_card(meta: Mapping[str, Any]) -> str:
     """Markdown card: intended use, data and licences, strategy, metrics, limits."""
     inp, prov = meta.get("input", {}), meta.get("provenance", {})
@@ -94,7 +110,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         "## Limits", "",
         "- Validated only where the metrics above say; performance on other scanners, protocols, contrast phases, "
         "paediatric patients or other diseases is unknown.",
-        "- Models trained on synthetic phantoms only demonstrate the pipeline; they are not fit for real CT.",
+        *_data_limits(meta),
         "- Infection is split into ground glass and consolidation by HU after segmentation, not by the network.",
         "- Outputs need review by a qualified reader; volumes depend on the resampling spacing above.",
         "",
