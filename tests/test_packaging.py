@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import tomllib
+import zipfile
+from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 MAPPED_ROOTS = {"covseg": "covseg", "covseg.engine": "engine", "covseg.training": "training",
@@ -66,3 +70,35 @@ def test_cli_starts_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "infer" in result.stdout or "Usage" in result.stdout
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_environment(tmp_path: Path) -> None:
+    """The built wheel carries every subpackage, the recipes, the shipped models and py.typed, and its
+    `covseg` command works from a fresh virtual environment (dependencies lent from this one)."""
+    import sysconfig
+    import venv
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=600)
+    wheel = next((tmp_path / "dist").glob("covseg-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for required in ("covseg/py.typed", "covseg/engine/batch/__init__.py", "covseg/training/synthesis/phantom.py",
+                     "covseg/export/__init__.py", "covseg/training/recipes/default_lung.toml"):
+        assert required in names, f"{required} missing from {wheel.name}"
+    shipped = [p.relative_to(REPO).as_posix() for p in (REPO / "covseg" / "models").glob("*/*") if p.is_file()]
+    assert set(shipped) <= names, f"shipped model files missing from the wheel: {set(shipped) - names}"
+    fresh = tmp_path / "fresh"
+    venv.EnvBuilder(with_pip=False).create(fresh)
+    python = fresh / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    # Dependencies come from this environment's site-packages; covseg itself only from the fresh one.
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    located = subprocess.run([str(python), "-c", "import covseg; print(covseg.__file__)"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, check=True).stdout.strip()
+    assert Path(located).is_relative_to(fresh), located
+    result = subprocess.run([str(python), "-m", "covseg", "models", "list"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
