@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "covseg" / "models")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--record", type=Path, default=None,
+                        help="checkpoint folder whose state.json receives the metrics (then export again)")
     args = parser.parse_args()
     out = args.out or ROOT / "docs" / "evaluation" / args.model
     if args.model == "lung":
@@ -35,6 +37,9 @@ def main() -> None:
     for row in rows:
         print(row["case"], row["structure"], {k: row[k] for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
     print(f"tables in {out}")
+    if args.record is not None:
+        ev.record_in_checkpoint(args.record, ev.card_metrics(rows))
+        print(f"metrics recorded in {args.record}/state.json")
 
 
 if __name__ == "__main__":

@@ -251,3 +251,27 @@ def evaluate_covid_slices(infection_package: Path, shared_data: Path, out_dir: P
                          "parenchyma_grey": peaks[0], "tissue_grey": peaks[1]})
     write_evaluation(rows, out_dir, by=("structure",), title="Infection model on 50 real 2-D COVID-19 slices")
     return rows
+
+
+def card_metrics(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Mean metrics per (kind, structure) in the form model cards list them ("measured on ...")."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((str(row.get("kind", "evaluation")), str(row["structure"])), []).append(row)
+
+    def mean(values: list[Row], key: str) -> float | None:
+        found = [float(v[key]) for v in values if v.get(key) is not None]
+        return round(float(np.mean(found)), 4) if found else None
+
+    return [{"data": f"{kind}: {structure}", "cases": len(group), "dsc": mean(group, "dsc"),
+             "nsd": mean(group, "nsd"), "nsd_tolerance_mm": 3.0 if mean(group, "nsd") is not None else None,
+             "hd95_mm": mean(group, "hd95_mm")} for (kind, structure), group in groups.items()]
+
+
+def record_in_checkpoint(checkpoint: Path, metrics: Sequence[Mapping[str, Any]]) -> None:
+    """Store evaluation metrics in a checkpoint's state.json; `covseg export` puts them in the package
+    metadata and model card."""
+    path = checkpoint / "state.json"
+    state = json.loads(path.read_text())
+    state["metrics"] = [dict(m) for m in metrics]
+    path.write_text(json.dumps(state, indent=2))
