@@ -117,7 +117,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"covseg: unexpected error ({type(bug).__name__}: {bug}); this is a bug, "
               "rerun with --debug for the traceback", file=sys.stderr)
         return 1
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == CancelledError.exit_code:
+        # Typer's bundled click turns Ctrl-C into Abort and, outside standalone mode, returns 130
+        # silently instead of raising: say what happened, as for every other error.
+        print(f"covseg: {CancelledError('interrupted; nothing was written')}", file=sys.stderr)
+    return code
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
