@@ -23,15 +23,16 @@ export_model() {  # name checkpoint licence
 }
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL"
 export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID"
-export_model liver $R/liver_run/checkpoints/last "synthetic (covseg phantoms)"
+# The phantom-only liver model is evaluated but not shipped (DSC 0.49 on IRCAD 1.17, below 0.90).
+covseg export $R/liver_run/checkpoints/last --out $R/liver --name liver --version 1.0.0 --task liver \
+  --exporter torchscript --data-licence "synthetic (covseg phantoms)" --overwrite
 
 python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
 python scripts/evaluate_default_models.py slices
-python scripts/evaluate_default_models.py liver --record $R/liver_run/checkpoints/last
+python scripts/evaluate_default_models.py liver --models $R --record $R/liver_run/checkpoints/last
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL"
 export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID"
-export_model liver $R/liver_run/checkpoints/last "synthetic (covseg phantoms)"
 covseg models list
