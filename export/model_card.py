@@ -86,7 +86,11 @@ def _data_limits(meta: Mapping[str, Any]) -> list[str]:
 def render_model_card(meta: Mapping[str, Any]) -> str:
     """Markdown card: intended use, data and licences, strategy, metrics, limits."""
     inp, prov = meta.get("input", {}), meta.get("provenance", {})
-    classes = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("classes", {}).items(), key=lambda kv: int(kv[0])))
+    groups = (meta.get("output") or {}).get("class_groups") or {}
+    classes = ", ".join(f"{k} {' + '.join(groups[k]) if k in groups else v}"
+                        for k, v in sorted(meta.get("classes", {}).items(), key=lambda kv: int(kv[0])))
+    if groups:
+        classes += " (a grouped class is split after segmentation: infection by HU, lungs by side)"
     lines = [
         f"# {meta.get('name')} {meta.get('version')}", "",
         f"Task: **{meta.get('task')}**. Classes: {classes}.", "",
