@@ -225,19 +225,24 @@ def plane_voxels(geometry: Geometry, axial: int, area_mm2: float) -> int:
     return max(int(area_mm2 / pixel), 0)
 
 
-def dilate_mm(mask: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndarray:
-    """Mask dilated by an ellipsoid of `radius_mm` in physical units (computed on its bounding box)."""
+def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndarray:
+    """The voxels of `candidates` within `radius_mm` (centre to centre, in mm) of `mask`.
+
+    The same set as `candidates & (mask dilated by a ball of radius_mm)`, computed with a distance
+    transform on the box of the candidates outside the mask only: a ball dilation of a whole lung at
+    0.8 mm took 12 s of a 26 s run on a 512x512x253 CT.
+    """
+    out = candidates & mask
+    rest = candidates & ~mask
+    if radius_mm <= 0 or not rest.any() or not mask.any():
+        return out
     spacing_zyx = np.asarray(geometry.spacing[::-1], dtype=float)
-    radii = np.floor(radius_mm / spacing_zyx).astype(int)
-    if radius_mm <= 0 or not radii.any():
-        return mask.copy()
-    box = bounding_box(mask, tuple(int(r) + 1 for r in radii))  # type: ignore[arg-type]
-    if box is None:
-        return mask.copy()
-    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
-    ball = sum((g * s) ** 2 for g, s in zip(grids, spacing_zyx, strict=True)) <= radius_mm**2
-    out = np.zeros_like(mask)
-    out[box] = ndimage.binary_dilation(mask[box], structure=ball)
+    margin = tuple(int(r) + 1 for r in np.floor(radius_mm / spacing_zyx))
+    box = bounding_box(rest, margin)  # type: ignore[arg-type]
+    if box is None or not mask[box].any():
+        return out
+    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx)
+    out[box] |= rest[box] & (distance <= radius_mm)
     return out
 
 
@@ -245,8 +250,10 @@ def dilate_mm(mask: np.ndarray, geometry: Geometry, radius_mm: float) -> np.ndar
 def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
     (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
-    box = bounding_box(left | right | extra, (1, 1, 1))
-    if box is None or not extra.any():
+    # Growth runs through free voxels only, so only lung voxels next to them matter: the box of the
+    # free voxels plus one layer gives the same result as the whole volume, much faster.
+    box = bounding_box(extra & ~left & ~right, (1, 1, 1))
+    if box is None:
         return left, right
     a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
     for _ in range(steps):
@@ -352,7 +359,7 @@ def _lungs_and_infection(masks: StructureMasks, geometry: Geometry, options: Pos
     right = fill_holes(right, axial, max_plane_hole_voxels=limit) & ~left
     infection = np.zeros(left.shape, dtype=bool)
     if masks.infection is not None:
-        infection = masks.infection & dilate_mm(left | right, geometry, options.lung_margin_mm)
+        infection = near_mm(left | right, masks.infection, geometry, options.lung_margin_mm)
         steps = int(np.ceil(options.lung_margin_mm / min(geometry.spacing))) + 1
         left, right = grow_sides(left, right, infection, steps)
         infection &= left | right

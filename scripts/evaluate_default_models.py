@@ -35,7 +35,7 @@ def main() -> None:
     else:
         rows = ev.evaluate_liver(args.models / "liver", args.shared, out)
     for row in rows:
-        print(row["case"], row["structure"], {k: row[k] for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
+        print(row["case"], row["structure"], {k: row.get(k) for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
     print(f"tables in {out}")
     if args.record is not None:
         ev.record_in_checkpoint(args.record, ev.card_metrics(rows))

@@ -68,7 +68,7 @@ def render(out_dir: Path, png: Path, size: tuple[int, int] = (1400, 700)) -> Non
         actor.GetProperty().SetOpacity(_opacity(name))
         renderer.AddActor(actor)
     camera = renderer.GetActiveCamera()
-    camera.SetPosition(0.0, -1.0, 0.0)  # anterior view in RAS: the patient's left on the image's right
+    camera.SetPosition(0.0, 1.0, 0.0)  # RAS +y is anterior: a frontal view, patient's right on the image's left
     camera.SetFocalPoint(0.0, 0.0, 0.0)
     camera.SetViewUp(0.0, 0.0, 1.0)
     renderer.ResetCamera()

@@ -27,7 +27,7 @@ from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, Label
 from covseg.training.evaluation import Row, case_rows, read_label_map, write_evaluation
-from covseg.training.metrics import case_metrics, overlap_scores
+from covseg.training.metrics import METRIC_NAMES, case_metrics, overlap_scores
 from covseg.training.synthesis.dicom_series import write_nifti
 
 LUNGDX = ("lungdx_a0001_chest_ct/series2_5mm_kernel_L", "lungdx_a0001_chest_ct/series3_5mm_kernel_B")
@@ -196,7 +196,8 @@ def evaluate_liver(package: Path, shared_data: Path, out_dir: Path) -> list[Row]
         prediction, _ = infer(path, [package], work / "out")
         rows = _scored("ircad_1_17", prediction, truth.array, {"liver": int(Label.LIVER)},
                        kind="real CT, never used for training")
-    write_evaluation(rows, out_dir, by=("kind", "structure"), title="Liver model trained on phantoms only (not shipped: below the DSC 0.90 bar)")
+    write_evaluation(rows, out_dir, by=("kind", "structure"),
+                     title="Liver model trained on phantoms only (not shipped: below the DSC 0.90 bar)")
     return rows
 
 
@@ -238,16 +239,17 @@ def evaluate_covid_slices(infection_package: Path, shared_data: Path, out_dir: P
             hu, peaks = grey_to_hu(np.ascontiguousarray(grey))
             stack = np.repeat(hu[None], SLICE_COPIES, axis=0)
             geometry = Geometry(size=(stack.shape[2], stack.shape[1], stack.shape[0]),
-                                spacing=(SLICE_SPACING_MM, SLICE_SPACING_MM, SLICE_THICKNESS_MM))
+                                spacing=(SLICE_SPACING_MM, SLICE_SPACING_MM, SLICE_THICKNESS_MM),
+                                origin=(0.0, 0.0, 0.0))
             path = work / f"slice_{image_path.stem}.nii.gz"
             write_nifti(Volume(np.rint(stack).astype(np.int16), geometry, StudyInfo(format="array", modality="CT")),
                         path)
             prediction, _ = infer(path, [infection_package], work / "out")
             middle = np.isin(prediction.array[SLICE_COPIES // 2], [int(v) for v in INFECTION_LABELS])
             scores = overlap_scores(middle, np.ascontiguousarray(truth))
-            rows.append({"case": image_path.stem, "structure": "infection", "dsc": scores["dsc"],
-                         "sensitivity": scores["sensitivity"], "precision": scores["precision"],
-                         "truth_pixels": int(truth.sum()), "predicted_pixels": int(middle.sum()),
+            rows.append({"case": image_path.stem, "structure": "infection",
+                         **{name: scores.get(name) for name in METRIC_NAMES},
+                         "truth_voxels": float(truth.sum()), "prediction_voxels": float(middle.sum()),
                          "parenchyma_grey": peaks[0], "tissue_grey": peaks[1]})
     write_evaluation(rows, out_dir, by=("structure",), title="Infection model on 50 real 2-D COVID-19 slices")
     return rows
