@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from covseg.engine.package import ModelPackage
 
 ORDER = 30
 
@@ -20,6 +23,13 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(soft_wrap=False, width=160)
+
+
+def _class_names(package: ModelPackage) -> dict[int, str]:
+    """Class names as users should read them: a grouped class (one output split after segmentation, e.g.
+    infection by HU) shows its members."""
+    groups = (package.metadata.get("output") or {}).get("class_groups") or {}
+    return {k: " + ".join(groups[str(k)]) if str(k) in groups else v for k, v in package.classes.items()}
 
 
 def _fmt(values: Any) -> str:
@@ -46,7 +56,7 @@ def list_command(models_dir: ModelsDir = None) -> None:
         table.add_column(column)
     for folder, entry in entries:
         if isinstance(entry, ModelPackage):
-            table.add_row(entry.name, entry.version, entry.task, ", ".join(entry.classes.values()),
+            table.add_row(entry.name, entry.version, entry.task, ", ".join(_class_names(entry).values()),
                           _fmt(entry.spacing_mm), _fmt(entry.patch), entry.licence, "ok")
         else:
             table.add_row(folder.name, "", "", "", "", "", "", f"[red]invalid[/red]: {entry}")
@@ -80,7 +90,7 @@ def show_command(
     table.add_column("key", style="bold")
     table.add_column("value")
     rows = [
-        ("task", package.task), ("classes", ", ".join(f"{k}: {v}" for k, v in package.classes.items())),
+        ("task", package.task), ("classes", ", ".join(f"{k}: {v}" for k, v in _class_names(package).items())),
         ("spacing mm (x, y, z)", _fmt(package.spacing_mm)), ("patch (z, y, x)", _fmt(package.patch)),
         ("divisor (z, y, x)", _fmt(package.divisor)), ("crop", package.crop),
         ("normalization", json.dumps(package.normalization.to_json())),
