@@ -53,3 +53,16 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def one_torch_thread() -> object:
+    """One intra-op torch thread for the test, restored after: on 2 shared cores (and with pytest -n 2)
+    one thread is several times faster than two. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

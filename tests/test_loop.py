@@ -17,13 +17,7 @@ from covseg.training.config import Config, NetworkConfig  # noqa: E402
 from covseg.training.loop import fit  # noqa: E402
 from covseg.training.predictor import TorchPredictor  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(epochs: int = 3, **run: Any) -> Config:

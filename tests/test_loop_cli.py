@@ -27,10 +27,8 @@ def _pairs_dataset(root: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_train_recipe_then_finetune_with_hybrid(tmp_path: Path) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     pre = tmp_path / "pre"
     assert run(["train", "--recipe", "smoke", "--out", str(pre), "--epochs", "1"]) == 0
     assert (pre / "checkpoints/last/model.safetensors").is_file()

@@ -18,13 +18,7 @@ from covseg.training.networks import (  # noqa: E402
     count_parameters,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"features": (4, 8, 16, 16), "strides": (1, 2, 2, 2), "deep_supervision": 2}

@@ -15,14 +15,7 @@ from covseg.training.config import Config, NetworkConfig, StrategyConfig  # noqa
 from covseg.training.networks import count_parameters  # noqa: E402
 from covseg.training.strategies import STRATEGIES, get_strategy, search_cutoff  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """2 shared cores: one intra-op thread is several times faster than two here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NET = {"features": (4, 8, 16, 16), "strides": (1, 2, 2, 2), "deep_supervision": 1}
