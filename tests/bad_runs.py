@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,9 @@ sys.path.insert(0, str(REPO))
 TABLE = REPO / "docs" / "bad_runs.md"
 
 from covseg.engine import pipeline  # noqa: E402
+from covseg.training.synthesis.dicom_series import write_nifti  # noqa: E402
 from tests.model_factory import make_package  # noqa: E402
+from tests.test_infer_phantom import make_phantom  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,24 @@ CASES: tuple[RunCase, ...] = (
 )
 
 
+def make_study(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ct.nii.gz"
+    write_nifti(make_phantom().volume, path)
+    return path
+
+
+def run_case(runner: Callable[[Sequence[str]], int], case: RunCase, work: Path, study: Path) -> tuple[int, str]:
+    """Run one case in process; (exit code, what it wrote on stderr)."""
+    setup = case.build(work, study)
+    argv = ["infer", *setup.args, "--out", str(setup.out), "--threads", "1", "--progress", "none", "--quiet"]
+    stderr = io.StringIO()
+    fault = case.fault() if case.fault is not None else contextlib.nullcontext()
+    with fault, contextlib.redirect_stderr(stderr):
+        code = runner(argv)
+    return code, stderr.getvalue()
+
+
 def mask_paths(text: str, work: Path) -> str:
     """Stable messages for the docs table: temporary folders, the checkout and hashes masked."""
     text = text.replace(str(work), "<tmp>").replace(str(REPO), "<repo>")
@@ -184,22 +205,25 @@ zip) are in `docs/bad_inputs.md`.
 """
 
 
+def table_text(study: Path, work_root: Path) -> str:
+    """docs/bad_runs.md as the corpus renders it now: each case run in its own folder under work_root."""
+    from covseg.cli import run
+
+    rows = []
+    for case in CASES:
+        work = work_root / case.name
+        work.mkdir()
+        code, err = run_case(run, case, work, study)
+        rows.append((case, code, mask_paths(err.strip().splitlines()[-1] if err.strip() else "", work)))
+    return render_table(rows)
+
+
 def main() -> None:
     """Regenerate docs/bad_runs.md (runs the corpus in process)."""
     import tempfile
 
-    from covseg.cli import run
-    from tests.test_bad_runs import make_study, run_case
-
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        study = make_study(Path(tmp) / "study")
-        for case in CASES:
-            work = Path(tmp) / case.name
-            work.mkdir()
-            code, err = run_case(run, case, work, study)
-            rows.append((case, code, mask_paths(err.strip().splitlines()[-1] if err.strip() else "", work)))
-    TABLE.write_text(render_table(rows))
+        TABLE.write_text(table_text(make_study(Path(tmp) / "study"), Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from bad_runs import CASES, TABLE, RunCase, mask_paths, render_table
+from bad_runs import CASES, TABLE, RunCase, make_study, run_case, table_text
 
 from covseg.cli import run
-from covseg.training.synthesis.dicom_series import write_nifti
-from tests.test_infer_phantom import make_phantom
-
-
-def make_study(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "ct.nii.gz"
-    write_nifti(make_phantom().volume, path)
-    return path
-
-
-def run_case(runner: Callable[[Sequence[str]], int], case: RunCase, work: Path, study: Path) -> tuple[int, str]:
-    """Run one case in process; (exit code, what it wrote on stderr)."""
-    setup = case.build(work, study)
-    argv = ["infer", *setup.args, "--out", str(setup.out), "--threads", "1", "--progress", "none", "--quiet"]
-    stderr = io.StringIO()
-    fault = case.fault() if case.fault is not None else contextlib.nullcontext()
-    with fault, contextlib.redirect_stderr(stderr):
-        code = runner(argv)
-    return code, stderr.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +47,5 @@ def test_corpus_is_distinct_and_covers_every_error_class() -> None:
 
 @pytest.mark.slow
 def test_docs_table_is_current(study: Path, tmp_path: Path) -> None:
-    rows = []
-    for case in CASES:
-        work = tmp_path / case.name
-        work.mkdir()
-        code, err = run_case(run, case, work, study)
-        rows.append((case, code, mask_paths(err.strip().splitlines()[-1] if err.strip() else "", work)))
-    assert TABLE.read_text() == render_table(rows), "docs/bad_runs.md is out of date: run python tests/bad_runs.py"
+    assert TABLE.read_text() == table_text(study, tmp_path), \
+        "docs/bad_runs.md is out of date: run python tests/bad_runs.py"
