@@ -70,16 +70,19 @@ def _truncation_lines(truncation: Mapping[str, Any] | None) -> list[str]:
 def _data_limits(meta: Mapping[str, Any]) -> list[str]:
     """What the training data could not teach the model, in plain words."""
     data = (meta.get("provenance") or {}).get("training_data") or []
-    names = " ".join(str(d.get("name", "")) for d in data).lower()
+
+    def synthetic(d: Mapping[str, Any]) -> bool:
+        return "phantom" in str(d.get("name", "")).lower() or "synthetic" in str(d.get("licence", "")).lower()
+
     lines = []
-    if data and all("phantom" in str(d.get("name", "")).lower() or "synthetic" in str(d.get("licence", "")).lower()
-                    for d in data):
+    if data and all(synthetic(d) for d in data):
         lines.append("- Trained on synthetic phantoms only: its accuracy on real CT is what the metrics above say "
                      "and nothing more.")
     if meta.get("task") == "infection":
+        lesions_synthesised = not data or any("synth" in str(d.get("name", "")).lower() for d in data)
         lines.append("- No real labelled 3-D COVID-19 CT was used to train or test it: lesions were synthesised "
-                     "(real lesion shapes, simulated textures) into real and synthetic lungs." if "synth" in names
-                     or not names else "- Check which real COVID-19 CT, if any, was in the training data above.")
+                     "(real lesion shapes, simulated textures) into real and synthetic lungs." if lesions_synthesised
+                     else "- Check which real COVID-19 CT, if any, was in the training data above.")
     return lines
 
 

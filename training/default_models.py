@@ -9,6 +9,7 @@ consolidation would make infection percentages meaningless. Pleural effusion lie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,10 +123,8 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
                             "licence": f"{case.licence}; {LICENCE}"})
     mosmed_train = _mosmed_split_folder(out_dir / "train_shapes", split["train"])
     for i, config in enumerate(_phantom_configs(phantoms, seed)):
-        config = PhantomConfig(seed=config.seed, size_xyz=config.size_xyz, spacing_xyz=config.spacing_xyz,
-                               lesions=("covid", *tuple(k for k in config.lesions if k != "covid")),
-                               lesion_count=config.lesion_count, lesion_scale=config.lesion_scale,
-                               use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train)
+        config = dataclasses.replace(config, lesions=("covid", *(k for k in config.lesions if k != "covid")),
+                                     use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}"
         write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")

@@ -95,9 +95,8 @@ def insert_covid(image: Volume, lung_labels: np.ndarray, *, seed: int, count: in
     consolidation = hu >= DEFAULT_CONSOLIDATION_THRESHOLD_HU
     labels[infection & ~consolidation] = Label.INFECTION_GROUND_GLASS
     labels[infection & consolidation] = Label.INFECTION_CONSOLIDATION
-    return InsertedCase(image.with_array(hu.astype(image.array.dtype, copy=False)
-                                         if np.issubdtype(image.array.dtype, np.floating) else hu.astype(np.int16)),
-                        image.with_array(labels), tuple(records))
+    dtype = image.array.dtype if np.issubdtype(image.array.dtype, np.floating) else np.int16  # HU are integers
+    return InsertedCase(image.with_array(hu.astype(dtype, copy=False)), image.with_array(labels), tuple(records))
 
 
 def split_mosmed(files: tuple[Path, ...], *, seed: int = 11, fractions: tuple[float, float] = (0.6, 0.2)
