@@ -69,7 +69,7 @@ def lung_swapped(prediction: np.ndarray, truth: np.ndarray) -> bool:
 def evaluate_lung(package: Path, shared_data: Path, out_dir: Path, *, phantom_seeds: Sequence[int] = (900, 901, 902)
                   ) -> list[Row]:
     """Lung model on the left-out real patient and on held-out phantoms."""
-    from covseg.training.default_models import _phantom_configs, lungs_with_lesions
+    from covseg.training.default_models import lungs_with_lesions, phantom_configs
     from covseg.training.lung_reference import lung_reference
     from covseg.training.synthesis.phantom import make_phantom
 
@@ -81,7 +81,7 @@ def evaluate_lung(package: Path, shared_data: Path, out_dir: Path, *, phantom_se
             reference = lung_reference(read_study(study)).array
             prediction, report = infer(study, [package], work / "out")
             rows += _lung_rows(Path(relative).name, "real CT, left-out patient", prediction, reference, report)
-        for config in _phantom_configs(len(phantom_seeds), phantom_seeds[0]):
+        for config in phantom_configs(len(phantom_seeds), phantom_seeds[0]):
             phantom = make_phantom(config)
             path = work / f"phantom_{config.seed}.nii.gz"
             write_nifti(phantom.image, path)
@@ -126,6 +126,7 @@ def tumour_boxes_mask(study: Volume, series_folder: Path, annotations: Path) -> 
 def evaluate_infection(lung_package: Path, infection_package: Path, shared_data: Path, out_dir: Path, *,
                        variants: int = 2, phantom_seeds: Sequence[int] = (950, 951)) -> dict[str, Any]:
     """Infection model on synthesised held-out cases, and its false positives on real non-COVID CT."""
+    from covseg.training.default_models import mosmed_split_folder
     from covseg.training.lesion_insertion import insert_covid, split_mosmed
     from covseg.training.lung_reference import lung_reference
     from covseg.training.synthesis.config import PhantomConfig
@@ -152,10 +153,7 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
                 prediction, report = infer(path, packages, work / "out")
                 rows += _scored(path.name.removesuffix(".nii.gz"), prediction, inserted.labels.array,
                                 INFECTION_STRUCTURES, kind="real CT + test-split MosMed lesions (held-out patient)")
-        mosmed_test = work / "mosmed_test"
-        mosmed_test.mkdir()
-        for shape in test_shapes:
-            (mosmed_test / shape.name).symlink_to(shape.resolve())
+        mosmed_test = mosmed_split_folder(work / "test_shapes", test_shapes)
         for seed in phantom_seeds:
             phantom = make_phantom(PhantomConfig(seed=seed, size_xyz=(224, 224, 80), spacing_xyz=(1.7, 1.7, 4.0),
                                                  lesions=("covid",), lesion_count=8, use_mosmed=True,

@@ -38,7 +38,7 @@ def lungs_with_lesions(labels: np.ndarray) -> np.ndarray:
     return lungs
 
 
-def _phantom_configs(count: int, seed: int) -> list[PhantomConfig]:
+def phantom_configs(count: int, seed: int) -> list[PhantomConfig]:
     """Varied phantoms: healthy, COVID-19 of growing burden, nodules, effusion; grids like real scans."""
     grids = (((192, 192, 72), (2.0, 2.0, 5.0)), ((224, 224, 160), (1.6, 1.6, 2.0)), ((160, 160, 96), (2.4, 2.4, 3.0)))
     kinds: tuple[tuple[str, ...], ...] = ((), ("covid",), ("covid", "nodule"), ("effusion",), ("covid", "effusion"))
@@ -69,7 +69,7 @@ def build_lung_training_set(shared_data: Path | None, out_dir: Path, *, phantoms
             _write_pair(out_dir, case.case_id, image, reference.array)
             records.append({"case": case.case_id, "source": "real CT, classical lung reference",
                             "licence": case.licence})
-    for config in _phantom_configs(phantoms, seed):
+    for config in phantom_configs(phantoms, seed):
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}"
         _write_pair(out_dir, case_id, phantom.image, lungs_with_lesions(phantom.labels.array))
@@ -79,7 +79,7 @@ def build_lung_training_set(shared_data: Path | None, out_dir: Path, *, phantoms
     return records
 
 
-def _mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
+def mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
     """A folder of links to one split's MosMed masks, for PhantomConfig(mosmed_dir=...)."""
     folder = out_dir / "mosmed_split"
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,8 +121,8 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
             write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
             records.append({"case": case_id, "source": "real CT + synthesised COVID-19 lesions",
                             "licence": f"{case.licence}; {LICENCE}"})
-    mosmed_train = _mosmed_split_folder(out_dir / "train_shapes", split["train"])
-    for i, config in enumerate(_phantom_configs(phantoms, seed)):
+    mosmed_train = mosmed_split_folder(out_dir / "train_shapes", split["train"])
+    for i, config in enumerate(phantom_configs(phantoms, seed)):
         config = dataclasses.replace(config, lesions=("covid", *(k for k in config.lesions if k != "covid")),
                                      use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train)
         phantom = make_phantom(config)
@@ -131,7 +131,7 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
         write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
         records.append({"case": case_id, "source": f"phantom seed {config.seed}, lesions {list(config.lesions)}",
                         "licence": f"synthetic (covseg); {LICENCE}"})
-    mosmed_val = _mosmed_split_folder(out_dir / "validation_shapes", split["validation"])
+    mosmed_val = mosmed_split_folder(out_dir / "validation_shapes", split["validation"])
     validation = make_phantom(PhantomConfig(seed=seed + 999, size_xyz=(192, 192, 72), spacing_xyz=(2.0, 2.0, 5.0),
                                             lesions=("covid",), lesion_count=8, use_mosmed=True,
                                             mosmed_dir=mosmed_val))
