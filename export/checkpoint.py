@@ -154,8 +154,14 @@ def spec_from_checkpoint(folder: Path, config: Any, state: Mapping[str, Any], id
                   "training_data": _training_data(data, identity.data_licence), "epochs": int(state.get("epoch", 0)),
                   "trained_on": str(state.get("trained_on", "cpu")), "checkpoint": str(folder),
                   **(extra or {})}
-    network = {"family": net.family, "levels": levels, "truncated_at": truncated_at or net.truncate_at,
-               "features": list(net.features[:levels]), "strides": list(net.strides[:levels])}
+    network: dict[str, Any] = {
+        "family": net.family, "levels": levels, "truncated_at": truncated_at or net.truncate_at,
+        "features": list(net.features[:levels]), "strides": list(net.strides[:levels]),
+        # what `covseg finetune --from PACKAGE` needs to rebuild the network around the ONNX weights
+        "kernel_size": net.kernel_size, "convs_per_level": net.convs_per_level, "truncate_convs": net.truncate_convs,
+        "decoder_width": net.decoder_width}
+    if net.family == "hybrid":
+        network.update(fusion_reduction=net.fusion_reduction, fusion_min_channels=net.fusion_min_channels)
     if head is not None:
         network["head"] = head
     return PackageSpec(
@@ -177,7 +183,8 @@ def load_trained(folder: Path) -> tuple[nn.Module, Any, dict[str, Any]]:
 
 def export_checkpoint(folder: Path, out: Path, identity: Identity | None = None,
                       options: ExportOptions | None = None, *, truncate: int | None = None,
-                      truncate_convs: int | None = None, finetune: Path | None = None, allow_untrained: bool = False,
+                      truncate_convs: int | None = None, decoder_width: float | None = None,
+                      finetune: Path | None = None, allow_untrained: bool = False,
                       work_dir: Path | None = None) -> ExportResult:
     """`covseg export`: rebuild, optionally truncate, export, check and write the package(s)."""
     identity = identity or Identity()
@@ -185,10 +192,11 @@ def export_checkpoint(folder: Path, out: Path, identity: Identity | None = None,
     if truncate is not None:
         from covseg.export.truncate import truncated_model
 
-        model, config, state, extra = truncated_model(folder, truncate, convs=truncate_convs, finetune=finetune,
+        model, config, state, extra = truncated_model(folder, truncate, convs=truncate_convs,
+                                                      decoder_width=decoder_width, finetune=finetune,
                                                       allow_untrained=allow_untrained, work_dir=work_dir)
-    elif truncate_convs is not None:
-        raise ModelPackageError("--truncate-convs needs --truncate K")
+    elif truncate_convs is not None or decoder_width is not None:
+        raise ModelPackageError("--truncate-convs and --decoder-width need --truncate K")
     else:
         model, config, state = load_trained(folder)
         extra = {}

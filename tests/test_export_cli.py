@@ -97,6 +97,15 @@ def test_untrained_truncation_says_so(checkpoint: Path, tmp_path: Path) -> None:
                 "--allow-untrained", "--exporter", "torchscript"]) == 0
     assert _meta(finer)["provenance"]["truncation"]["cutoff_convs"] == 1
     assert _meta(finer)["network"]["parameters"] < meta["network"]["parameters"]
+    slim = tmp_path / "slim"
+    assert run(["export", str(checkpoint), "--out", str(slim), "--truncate", "2", "--decoder-width", "0.5",
+                "--allow-untrained", "--exporter", "torchscript"]) == 0
+    assert _meta(slim)["provenance"]["truncation"]["decoder_width"] == 0.5
+    assert _meta(slim)["network"]["macs_per_window"] < meta["network"]["macs_per_window"]
+    assert run(["export", str(checkpoint), "--out", str(tmp_path / "bad"), "--truncate", "2", "--decoder-width",
+                "1.5", "--allow-untrained"]) == 4
+    assert run(["export", str(checkpoint), "--out", str(tmp_path / "bad"), "--decoder-width", "0.5"]) == 4
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

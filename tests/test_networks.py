@@ -79,6 +79,24 @@ def test_truncated_unet_is_smaller_with_same_contract() -> None:
     assert len(fine.encoder.levels[-1]) == 1 and len(fine.encoder.levels[0]) == 2
 
 
+def test_slim_decoder_halves_decoder_widths_and_keeps_the_encoder() -> None:
+    full = build_network(_net(truncate_at=3, deep_supervision=1))
+    slim = build_network(_net(truncate_at=3, deep_supervision=1, decoder_width=0.5))
+    assert _net(truncate_at=3, decoder_width=0.5).decoder_features == (2, 4, 16)  # bottleneck keeps its width
+    encoder = {k: v.shape for k, v in full.state_dict().items() if k.startswith("encoder.")}
+    assert encoder == {k: v.shape for k, v in slim.state_dict().items() if k.startswith("encoder.")}
+    # level-0 stage: up-sampled 4 -> 2 channels, concatenated with the 4-channel skip, 6 -> 2 convolution
+    stage0 = slim.decoder.stages[-1]
+    assert stage0.transp_conv.conv.out_channels == 2 and stage0.conv_block.conv1.conv.in_channels == 6
+    assert count_parameters(slim)[0] < count_parameters(full)[0]
+    slim.train()
+    outputs = slim(torch.randn(2, 1, 32, 32, 32))
+    assert [tuple(o.shape) for o in outputs] == [(2, 2, 32, 32, 32), (2, 2, 16, 16, 16)]
+    with pytest.raises(ValueError, match="bottleneck"):
+        from covseg.training.networks import Decoder
+        Decoder((4, 8), (1, 2), 2, decoder_features=(2, 4))
+
+
 def test_hybrid_has_identical_encoders_and_fusion_per_level() -> None:
     model = build_network(_net(family="hybrid"))
     assert isinstance(model, HybridUNet)

@@ -63,10 +63,17 @@ class NetworkConfig:
     fusion_min_channels: int = 8  # hybrid: floor of C/r
     truncate_at: int | None = None  # keep encoder levels < truncate_at (seed 003)
     truncate_convs: int | None = None  # fine cutoff: convolutions kept in the last kept level
+    decoder_width: float = 1.0  # decoder widths = encoder widths x this (0.5: TransFusion-style slim decoder)
 
     @property
     def levels(self) -> int:
         return len(self.features) if self.truncate_at is None else self.truncate_at
+
+    @property
+    def decoder_features(self) -> tuple[int, ...]:
+        """Decoder width per kept level; the deepest is the bottleneck, an encoder level, so it keeps its width."""
+        kept = self.features[:self.levels]
+        return (*(max(1, round(f * self.decoder_width)) for f in kept[:-1]), kept[-1])
 
 
 @dataclass
@@ -256,6 +263,7 @@ def validate(config: Config) -> Config:
     if net.truncate_at is not None:
         _check(2 <= net.truncate_at <= len(net.features),
                f"network.truncate_at={net.truncate_at}: need 2..{len(net.features)}")
+    _check(0.0 < net.decoder_width <= 1.0, f"network.decoder_width={net.decoder_width}: need 0 < width <= 1")
     if net.truncate_convs is not None:
         _check(1 <= net.truncate_convs <= net.convs_per_level,
                f"network.truncate_convs={net.truncate_convs}: need 1..{net.convs_per_level}")

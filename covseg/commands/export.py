@@ -25,6 +25,9 @@ def export_command(
     truncate: Annotated[int | None, typer.Option(help="Keep encoder levels 0..K-1 (seed 003 truncation).")] = None,
     truncate_convs: Annotated[int | None, typer.Option(help="With --truncate: convolutions kept in level K-1 "
                                                              "(seed 003's fine cutoff; default all).")] = None,
+    decoder_width: Annotated[float | None, typer.Option(help="With --truncate: decoder widths as a fraction of "
+                                                             "the encoder's (0.5 halves them; default: the "
+                                                             "recipe's, else 1).")] = None,
     finetune: Annotated[Path | None, typer.Option(help="With --truncate: training configuration to fine-tune "
                                                        "the truncated model with.")] = None,
     allow_untrained: Annotated[bool, typer.Option(help="With --truncate and no --finetune: export the "
@@ -58,7 +61,8 @@ def export_command(
                             parity_data=parity_data, overwrite=overwrite)
     identity = Identity(name=name, version=version, task=task, head=head, data_licence=data_licence)
     result = export_checkpoint(checkpoint, out, identity, options, truncate=truncate, truncate_convs=truncate_convs,
-                               finetune=finetune, allow_untrained=allow_untrained, work_dir=work_dir)
+                               decoder_width=decoder_width, finetune=finetune, allow_untrained=allow_untrained,
+                               work_dir=work_dir)
     for key, folder in result.packages.items():
         meta = result.metadata[key]
         parity, net = meta.get("parity") or {}, meta["network"]

@@ -49,12 +49,17 @@ def _printer() -> Any:
     return show
 
 
-def _run(cfg: Any, out: Path, resume: bool) -> None:
+def _refuse_overwrite(out: Path, resume: bool) -> None:
     from covseg.errors import OutputError
-    from covseg.training.loop import fit
 
     if not resume and (out / "checkpoints" / "last").exists():
         raise OutputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+
+
+def _run(cfg: Any, out: Path, resume: bool) -> None:
+    from covseg.training.loop import fit
+
+    _refuse_overwrite(out, resume)
     result = fit(cfg, out_dir=out, resume=resume, progress=_printer())
     typer.echo(f"trained {result.epochs} epochs ({result.config.strategy.name}; {result.trainable} trainable, "
                f"{result.frozen} frozen parameters); checkpoint {result.checkpoint}")
@@ -74,44 +79,40 @@ def train(
     _run(cfg.validate(), out, resume)
 
 
-def _source_config(source: Path) -> Any:
-    from covseg.training.checkpoint import load_checkpoint
-
-    folder = source / "checkpoint" if (source / "model.json").is_file() else source
-    if (source / "model.json").is_file() and not (folder / "model.safetensors").is_file():
-        from covseg.errors import InputError
-
-        raise InputError(f"model package {source} carries no training checkpoint (checkpoint/); ONNX weights "
-                         "cannot be fine-tuned: pass the checkpoint folder it was exported from")
-    return load_checkpoint(folder).config, folder
-
-
 def finetune(
-    source: Annotated[Path, typer.Option("--from", help="Pre-trained checkpoint folder (or a model package "
-                                                       "that carries one in checkpoint/).")],
+    source: Annotated[str, typer.Option("--from", help="A shipped model's name (lung, infection), a model "
+                                                      "package folder, or a training checkpoint folder.")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (read by covseg.training.datasets).")],
     strategy: Annotated[str, typer.Option("--strategy", help="Transfer strategy, e.g. hybrid, body_finetune.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, evaluation/, package/.")],
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override schedule.epochs.")] = None,
     classes: Annotated[str, typer.Option("--classes", help="Target classes, comma separated.")] =
         "background,infection",
     cutoff: Annotated[int | None, typer.Option("--cutoff", help="Levels kept (truncated, transfusion).")] = None,
+    validation_cases: Annotated[int | None, typer.Option(
+        "--validation-cases", min=0, help="Cases held out for validation and the evaluation report "
+                                          "(default: the source's setting).")] = None,
+    export: Annotated[bool, typer.Option("--export/--no-export", help="Export OUT/package after training.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.")] = False,
 ) -> None:
-    """Transfer a pre-trained network to a dataset with one of the strategies."""
-    from dataclasses import replace
+    """Fine-tune a shipped model or checkpoint on a site dataset; evaluate it on the held-out cases and
+    export it as a model package."""
+    from covseg.training.finetune import evaluate_held_out, export_finetuned, finetune_config, resolve_source
+    from covseg.training.loop import fit
 
-    from covseg.training.config import StrategyConfig
-
-    base, folder = _source_config(source)
     names = tuple(n.strip() for n in classes.split(",") if n.strip())
-    cfg = replace(base, strategy=StrategyConfig(name=strategy, pretrained=str(folder), cutoff=cutoff))
-    cfg.data = replace(cfg.data, source="dataset", path=str(data), classes=names, splits=None, fold=None)
-    cfg.network = replace(cfg.network, family="unet", heads=(), default_head=None, out_channels=len(names),
-                          truncate_at=None, truncate_convs=None)
-    if epochs is not None:
-        cfg.schedule.epochs = epochs
-    _run(cfg.validate(), out, resume)
+    _refuse_overwrite(out, resume)
+    origin = resolve_source(source, out)
+    cfg = finetune_config(origin, data, strategy, names, cutoff=cutoff, epochs=epochs,
+                          validation_cases=validation_cases)
+    result = fit(cfg, out_dir=out, resume=resume, progress=_printer())
+    typer.echo(f"trained {result.epochs} epochs from {origin.described} ({strategy}; {result.trainable} "
+               f"trainable, {result.frozen} frozen parameters); checkpoint {result.checkpoint}")
+    report = evaluate_held_out(result, out / "evaluation")
+    typer.echo(f"evaluation on the held-out cases: {report}" if report else
+               "no held-out case (--validation-cases 0): no evaluation report")
+    if export:
+        typer.echo(f"model package: {export_finetuned(result.checkpoint, out / 'package', origin)}")
 
 
 def register(app: typer.Typer) -> None:

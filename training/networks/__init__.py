@@ -35,7 +35,8 @@ def build_encoder(net: NetworkConfig) -> Encoder:
 def build_decoder(net: NetworkConfig) -> Decoder:
     levels = net.levels
     return Decoder(net.features[:levels], net.strides[:levels], net.out_channels, net.kernel_size,
-                   deep_supervision=min(net.deep_supervision, max(0, levels - 2)))
+                   deep_supervision=min(net.deep_supervision, max(0, levels - 2)),
+                   decoder_features=net.decoder_features)
 
 
 def build_network(config: Config | NetworkConfig) -> nn.Module:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution, UnetOutBlock, UnetUpBlock
+from monai.networks.blocks import Convolution, UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
 NORM = ("instance", {"affine": True})
@@ -55,28 +55,48 @@ class Encoder(nn.Module):
         return features
 
 
+def up_stage(in_channels: int, skip_channels: int, out_channels: int, kernel_size: int,
+             upsample: int) -> UnetUpBlock:
+    """MONAI's up-sampling stage (transposed convolution, concatenation with the skip, two conv units).
+
+    MONAI's block assumes the skip is as wide as the stage's output; a slim decoder (narrower than
+    its encoder) reads wider skips, so its conv block is rebuilt for that input width.
+    """
+    stage = UnetUpBlock(3, in_channels, out_channels, kernel_size=kernel_size, stride=1,
+                        upsample_kernel_size=upsample, norm_name=NORM, act_name=ACT)
+    if skip_channels != out_channels:
+        stage.conv_block = UnetBasicBlock(3, out_channels + skip_channels, out_channels, kernel_size=kernel_size,
+                                          stride=1, norm_name=NORM, act_name=ACT)
+    return stage
+
+
 class Decoder(nn.Module):
     """Up-sampling stages (deepest first) and 1x1x1 output heads (`heads[j]` at level j).
 
-    In training mode with `deep_supervision` = d it returns [full-resolution logits, level 1,
-    ..., level d]; in eval mode (and when d = 0) only the full-resolution logits, so an export
-    traces plain logits.
+    `features` are the encoder's widths (the skips); `decoder_features` the decoder's own widths
+    per level (default: the same), whose last entry is the bottleneck and must equal the
+    encoder's. In training mode with `deep_supervision` = d it returns [full-resolution logits,
+    level 1, ..., level d]; in eval mode (and when d = 0) only the full-resolution logits, so an
+    export traces plain logits.
     """
 
     def __init__(self, features: Sequence[int], strides: Sequence[int], out_channels: int, kernel_size: int = 3,
-                 deep_supervision: int = 0) -> None:
+                 deep_supervision: int = 0, decoder_features: Sequence[int] | None = None) -> None:
         super().__init__()
         features = tuple(int(f) for f in features)
+        widths = features if decoder_features is None else tuple(int(f) for f in decoder_features)
+        if len(widths) != len(features) or widths[-1] != features[-1]:
+            raise ValueError(f"decoder_features={widths}: need one width per level ending with the bottleneck's "
+                             f"{features[-1]}")
         if not 0 <= deep_supervision <= max(0, len(features) - 2):
             raise ValueError(f"deep_supervision={deep_supervision}: at most {len(features) - 2} "
                              f"for {len(features)} levels")
         self.deep_supervision = deep_supervision
         self.stages = nn.ModuleList(
-            UnetUpBlock(3, features[i + 1], features[i], kernel_size=kernel_size, stride=1,
-                        upsample_kernel_size=int(strides[i + 1]), norm_name=NORM, act_name=ACT)
+            up_stage(widths[i + 1], features[i], widths[i], kernel_size, int(strides[i + 1]))
             for i in reversed(range(len(features) - 1))
         )
-        self.heads = nn.ModuleList(UnetOutBlock(3, features[j], out_channels) for j in range(deep_supervision + 1))
+        self.heads = nn.ModuleList(UnetOutBlock(3, widths[j], out_channels) for j in range(deep_supervision + 1))
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         x = features[-1]
