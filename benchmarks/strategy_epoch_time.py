@@ -112,14 +112,15 @@ def table(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines += [
         "",
         "Why the frozen encoders are cheaper: nothing before the encoder needs a gradient, so autograd skips the "
-        "encoder's whole backward pass (weights and activations). The hybrid network pays one extra encoder "
-        "*forward* (the frozen adapted encoder, no backward) and the small Selective Fusion units. lwft is "
-        "timed in its first epoch (only the output heads train), so it is the cheapest; it grows towards "
-        "body_finetune as units unfreeze. The frozen encoder still runs forward, and in a U-Net the decoder "
-        "costs more than the encoder (its convolutions read the concatenated skip and up-sampled features, and "
-        "the encoder's first convolution of each level is strided), so skipping the encoder's backward saves "
-        "about a quarter of a step here; running the frozen encoder under no_grad was measured to make no "
-        "difference (autograd already records nothing for it).",
+        "encoder's whole backward pass (weights and activations), and the decoder's first convolution of each "
+        "stage convolves the up-sampled features and the (frozen) skip with the two halves of its weight instead "
+        "of one convolution of their concatenation, so its backward pass computes no input gradient for the skip "
+        "(`covseg.training.networks.unet.stage_with_frozen_skip`; same function, the tests compare outputs and "
+        "gradients). Without that split the frozen encoder measured 0.76x on both networks here (still reading "
+        "the skip's input gradient that nothing uses). The hybrid network pays one extra encoder *forward* (the "
+        "frozen adapted encoder, no backward) and the small Selective Fusion units; its skips are fusion outputs "
+        "that do need gradients. lwft is timed in its first epoch (only the output heads train), so it is the "
+        "cheapest; it grows towards body_finetune as units unfreeze.",
         "",
         "Raw epoch CPU times (s): " + "; ".join(f"{n}: " + ", ".join(f"{c:.2f}" for c, _ in result["times"][n])
                                                 for n in ORDER),

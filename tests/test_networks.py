@@ -97,6 +97,41 @@ def test_slim_decoder_halves_decoder_widths_and_keeps_the_encoder() -> None:
         Decoder((4, 8), (1, 2), 2, decoder_features=(2, 4))
 
 
+@pytest.mark.parametrize(("skip_channels", "out_channels"), [(4, 4), (8, 4)])
+def test_frozen_skip_stage_is_monais_stage_with_the_same_gradients(skip_channels: int, out_channels: int) -> None:
+    from covseg.training.networks.unet import stage_with_frozen_skip, up_stage
+
+    torch.manual_seed(0)
+    stage = up_stage(8, skip_channels, out_channels, 3, 2).double()
+    x = torch.randn(2, 8, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+    skip = torch.randn(2, skip_channels, 8, 8, 8, dtype=torch.float64)  # a frozen encoder's feature
+    plain, split = stage(x, skip), stage_with_frozen_skip(stage, x, skip)
+    assert torch.allclose(plain, split, atol=1e-10)
+    inputs = [x, *stage.parameters()]
+    for a, b in zip(torch.autograd.grad((plain * plain.detach()).sum(), inputs),
+                    torch.autograd.grad((split * plain.detach()).sum(), inputs), strict=True):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_decoder_takes_the_frozen_skip_path_only_when_training_on_a_frozen_encoder() -> None:
+    from unittest import mock
+
+    from covseg.training.networks import unet
+
+    model = build_network(_net(deep_supervision=0)).train()
+    x = torch.randn(1, 1, 32, 32, 32)
+    with mock.patch.object(unet, "stage_with_frozen_skip", wraps=unet.stage_with_frozen_skip) as split:
+        model(x)  # everything trains: the skips need their gradients
+        assert split.call_count == 0
+        model.encoder.requires_grad_(False)
+        model(x).sum().backward()
+        assert split.call_count == 3
+        with torch.no_grad():
+            model(x)  # inference keeps MONAI's stage
+        model.eval()(x)  # so does eval mode (validation, export)
+        assert split.call_count == 3
+
+
 def test_hybrid_has_identical_encoders_and_fusion_per_level() -> None:
     model = build_network(_net(family="hybrid"))
     assert isinstance(model, HybridUNet)

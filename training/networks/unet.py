@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution, UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
@@ -70,6 +71,26 @@ def up_stage(in_channels: int, skip_channels: int, out_channels: int, kernel_siz
     return stage
 
 
+def stage_with_frozen_skip(stage: UnetUpBlock, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """`stage(x, skip)` for a skip that needs no gradient (a frozen encoder's features).
+
+    MONAI's stage convolves cat(up-sampled, skip); the backward pass of that convolution computes
+    the input gradient of the skip channels too, only to throw it away. Convolving the two parts
+    with the matching slices of the same weight and adding them is the same function (the tests
+    compare outputs and gradients), and autograd then skips the skip's input gradient: that is
+    what makes training on a frozen encoder cheaper than training the whole network.
+    """
+    up = stage.transp_conv(x)
+    block = stage.conv_block
+    conv = block.conv1.conv
+    split = up.shape[1]
+    options = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+    out = F.conv3d(up, conv.weight[:, :split], conv.bias, **options) + \
+        F.conv3d(skip, conv.weight[:, split:], None, **options)
+    out = block.lrelu(block.norm1(out))
+    return block.lrelu(block.norm2(block.conv2(out)))
+
+
 class Decoder(nn.Module):
     """Up-sampling stages (deepest first) and 1x1x1 output heads (`heads[j]` at level j).
 
@@ -102,7 +123,8 @@ class Decoder(nn.Module):
         x = features[-1]
         decoded = []
         for stage, skip in zip(self.stages, reversed(features[:-1]), strict=True):
-            x = stage(x, skip)
+            frozen = self.training and torch.is_grad_enabled() and not skip.requires_grad
+            x = stage_with_frozen_skip(stage, x, skip) if frozen else stage(x, skip)
             decoded.append(x)
         decoded.reverse()  # decoded[j] is at level j: full resolution first
         logits = self.heads[0](decoded[0])
