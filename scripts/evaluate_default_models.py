@@ -1,6 +1,7 @@
 """Evaluate the default model packages through `covseg infer` (issue 11); tables go to docs/evaluation/.
 
     python scripts/evaluate_default_models.py lung|infection|slices|liver [--models covseg/models]
+    python scripts/evaluate_default_models.py lung --package lung-compact   # a variant: docs/evaluation/lung-compact
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ def main() -> None:
     parser.add_argument("model", choices=("lung", "infection", "slices", "liver"))
     parser.add_argument("--models", type=Path, default=ROOT / "covseg" / "models")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--package", default=None, help="lung: the package folder under --models (default lung)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--record", type=Path, default=None,
                         help="checkpoint folder whose state.json receives the metrics (then export again)")
     args = parser.parse_args()
-    out = args.out or ROOT / "docs" / "evaluation" / args.model
+    out = args.out or ROOT / "docs" / "evaluation" / (args.package or args.model)
     if args.model == "lung":
-        rows = ev.evaluate_lung(args.models / "lung", args.shared, out)
+        rows = ev.evaluate_lung(args.models / (args.package or "lung"), args.shared, out)
     elif args.model == "infection":
         result = ev.evaluate_infection(args.models / "lung", args.models / "infection", args.shared, out)
         rows = result["rows"]

@@ -117,6 +117,8 @@ def test_finetune_from_a_package_trains_evaluates_and_exports(tmp_path: Path) ->
     assert json.loads((out / "checkpoints/last/state.json").read_text())["load_report"]["loaded"]
     summary = (out / "evaluation" / "summary.md").read_text()
     assert "case2" in (out / "evaluation" / "cases.md").read_text() and "dsc" in summary.lower()
+    structures = {line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ")} - {"structure"}
+    assert structures == {"infection"}  # only what the model was trained to predict
     assert run(["models", "verify", str(out / "package")]) == 0
     meta = json.loads((out / "package" / "model.json").read_text())
     assert meta["provenance"]["strategy"] == "body_finetune"

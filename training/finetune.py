@@ -93,6 +93,14 @@ def held_out_ids(config: Config) -> list[str]:
     return ids[len(ids) - n_val:] if n_val > 0 else []
 
 
+def trained_structures(classes: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """The structures a model with these training classes predicts (groups keep their members)."""
+    from covseg.labels import label_value
+    from covseg.training.data import CLASS_GROUPS
+
+    return {name: CLASS_GROUPS.get(name) or (label_value(name),) for name in classes if name != "background"}
+
+
 def evaluate_held_out(result: Any, out_dir: Path) -> Path | None:
     """DSC, NSD, HD95, ... of the fine-tuned model on the held-out cases -> out_dir/summary.md."""
     from covseg.training.datasets import load_dataset
@@ -108,8 +116,8 @@ def evaluate_held_out(result: Any, out_dir: Path) -> Path | None:
     for case_id in ids:
         image, truth = dataset.case(case_id).load()
         prediction = predict_case(result, config, image)
-        rows += evaluate_volumes(case_id, prediction, truth, nsd_tolerance_mm=config.evaluation.nsd_tolerance_mm,
-                                 strategy=config.strategy.name)
+        rows += evaluate_volumes(case_id, prediction, truth, labels=trained_structures(config.data.classes),
+                                 nsd_tolerance_mm=config.evaluation.nsd_tolerance_mm, strategy=config.strategy.name)
     write_evaluation(rows, out_dir, title=f"Fine-tuned ({config.strategy.name}) on held-out cases of "
                                           f"{config.data.path}")
     return out_dir / "summary.md"
