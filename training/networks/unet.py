@@ -11,6 +11,7 @@ them by name (`encoder.*`, `decoder.stages.*`, `decoder.heads.*`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ class Decoder(nn.Module):
         decoded = []
         for stage, skip in zip(self.stages, reversed(features[:-1]), strict=True):
             frozen = self.training and torch.is_grad_enabled() and not skip.requires_grad
-            x = stage_with_frozen_skip(stage, x, skip) if frozen else stage(x, skip)
+            x = stage_with_frozen_skip(cast(UnetUpBlock, stage), x, skip) if frozen else stage(x, skip)
             decoded.append(x)
         decoded.reverse()  # decoded[j] is at level j: full resolution first
         logits = self.heads[0](decoded[0])
