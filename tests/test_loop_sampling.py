@@ -3,6 +3,8 @@ augmentation that keeps labels valid; and the training data preparation (classes
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,26 @@ def test_classes_groups_and_normalisation() -> None:
     _, _, window = build_cases(cfg)
     assert window.kind == "ct_window" and window.value_of(-1024.0) == 0.0
     assert int(Label.INFECTION_GROUND_GLASS) in (3,)  # the sphere generator's labels come from covseg.labels
+
+
+def test_cases_without_a_target_spacing_go_to_the_median_grid(tmp_path: Path) -> None:
+    """nnU-Net's default: no data.spacing_zyx_mm -> every case resampled to the median spacing."""
+    from covseg.engine.geometry import Geometry
+    from covseg.engine.volume import Volume
+    from covseg.training.config import config_from_dict
+    from covseg.training.data import build_cases
+    from covseg.training.synthesis.dicom_series import write_nifti
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for i, z_mm in enumerate((2.0, 3.0, 5.0)):
+        geometry = Geometry(size=(12, 12, 12), spacing=(1.5, 1.5, z_mm), origin=(0.0, 0.0, 0.0))
+        labels = np.zeros((12, 12, 12), dtype=np.uint8)
+        labels[3:9, 3:9, 3:9] = 3
+        write_nifti(Volume(np.full((12, 12, 12), -500.0, dtype=np.float32), geometry),
+                    tmp_path / "images" / f"c{i}.nii.gz")
+        write_nifti(Volume(labels, geometry), tmp_path / "labels" / f"c{i}.nii.gz")
+    config = config_from_dict({"data": {"source": "dataset", "path": str(tmp_path), "validation_cases": 0}})
+    train, _, _ = build_cases(config)
+    assert [c.spacing_zyx for c in train] == [(3.0, 1.5, 1.5)] * 3
+    assert [c.image.shape[1] for c in train] == [8, 12, 20]  # 12 slices of 2, 3, 5 mm on a 3 mm grid

@@ -121,6 +121,13 @@ def resample_case(image: Volume, labels: np.ndarray, classes: int,
     return hu, target, tuple(float(v) for v in resampled.GetSpacing()[::-1])
 
 
+def median_spacing_zyx(images: Sequence[Volume]) -> tuple[float, float, float]:
+    """nnU-Net's default target grid: the median voxel spacing (z, y, x) of the cases, once oriented."""
+    spacings = np.asarray([_oriented(image).GetSpacing()[::-1] for image in images], dtype=float)
+    z, y, x = (float(v) for v in np.median(spacings, axis=0))
+    return z, y, x
+
+
 def fit_normalization(images: Sequence[np.ndarray], targets: Sequence[np.ndarray], data: DataConfig) -> Normalization:
     """The engine normalisation with this training set's statistics (nnU-Net CT scheme): clip at
     `clip_hu` (or the foreground's 0.5/99.5 percentiles), then z-score with the foreground's mean
@@ -178,12 +185,15 @@ def class_names_for(config: Config, head: str | None) -> tuple[str, ...]:
 def build_cases(config: Config, head: str | None = None, normalization: Normalization | None = None
                 ) -> tuple[list[Case], list[Case], Normalization]:
     """(training cases, validation cases, normalisation). The last `validation_cases` cases
-    validate; the normalisation is fitted on the training cases unless given."""
+    validate; the normalisation is fitted on the training cases unless given. Without
+    data.spacing_zyx_mm every case is resampled to the cases' median spacing (nnU-Net's default);
+    the loop records that spacing in the run's configuration."""
     classes = class_names_for(config, head)
     prepared = []
-    for name, image, labels in _raw_cases(config, head):
-        hu, target, spacing = resample_case(image, to_classes(labels.array, classes), len(classes),
-                                            config.data.spacing_zyx_mm)
+    raw = _raw_cases(config, head)
+    target_spacing = config.data.spacing_zyx_mm or median_spacing_zyx([image for _, image, _ in raw])
+    for name, image, labels in raw:
+        hu, target, spacing = resample_case(image, to_classes(labels.array, classes), len(classes), target_spacing)
         prepared.append((name, hu, target, spacing))
     n_val = min(config.data.validation_cases, len(prepared) - 1)
     train, val = prepared[:len(prepared) - n_val], prepared[len(prepared) - n_val:]

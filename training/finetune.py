@@ -59,8 +59,6 @@ def finetune_config(source: Source, data: Path, strategy: str, classes: tuple[st
     """The source's data settings (spacing, normalisation) and network on the site's dataset."""
     cfg = replace(source.config, strategy=StrategyConfig(name=strategy, pretrained=str(source.folder), cutoff=cutoff))
     cfg.data = replace(cfg.data, source="dataset", path=str(data), classes=classes, splits=None, fold=None)
-    if cfg.data.spacing_zyx_mm is None:  # a source trained on its input grid: nnU-Net's default, the median
-        cfg.data = replace(cfg.data, spacing_zyx_mm=median_spacing_zyx(data))
     if validation_cases is not None:
         cfg.data = replace(cfg.data, validation_cases=validation_cases)
     cfg.network = replace(cfg.network, family="unet", heads=(), default_head=None, out_channels=len(classes),
@@ -68,20 +66,6 @@ def finetune_config(source: Source, data: Path, strategy: str, classes: tuple[st
     if epochs is not None:
         cfg.schedule.epochs = epochs
     return cfg.validate()
-
-
-def median_spacing_zyx(data: Path) -> tuple[float, float, float]:
-    """The dataset's median voxel spacing (z, y, x) in mm, so the fine-tuned model has a fixed grid to export."""
-    import numpy as np
-
-    from covseg.training.datasets import load_dataset
-
-    dataset = load_dataset(str(data))
-    spacings = [dataset.case(c.id).load()[0].geometry.spacing[::-1] for c in dataset.labelled()]
-    if not spacings:
-        raise InputError(f"{data}: no labelled cases to fine-tune on")
-    z, y, x = (float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0))
-    return z, y, x
 
 
 def held_out_ids(config: Config) -> list[str]:

@@ -189,6 +189,9 @@ class Session:
         augmentation = make_augmentation(cfg.augmentation)
         heads: list[str | None] = list(cfg.network.heads) if self._multi_head else [None]
         train, val, normalization = build_cases(cfg, head=None)
+        if cfg.data.spacing_zyx_mm is None:  # the median grid build_cases chose: the model's input spacing
+            z, y, x = train[0].spacing_zyx
+            cfg.data = replace(cfg.data, spacing_zyx_mm=(float(z), float(y), float(x)))
         tasks = []
         for head in heads:
             if head in (None, TARGET_HEAD):
