@@ -1,0 +1,85 @@
+"""CPU latency per window of model packages, side by side -> docs/benchmarks/package_latency.md.
+
+    python benchmarks/package_latency.py covseg/models/lung runs/default_models/lung-compact [--repeats 9]
+
+Each package runs its own input window (model.json input.patch) in ONNX Runtime, batch 1, with the
+engine's thread setting (2 intra-op threads); the packages are timed round-robin, one call each per
+round after a warm-up, and the median of the rounds is reported, so a load that comes and goes on a
+shared machine hits every package alike. Parameters, MACs and file size come from model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sessions(packages: list[Path], threads: int) -> dict[Path, tuple[object, np.ndarray, dict]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    out = {}
+    for package in packages:
+        meta = json.loads((package / "model.json").read_text())
+        session = ort.InferenceSession(str(package / meta["onnx"]["file"]), options,
+                                       providers=["CPUExecutionProvider"])
+        window = np.random.default_rng(0).standard_normal((1, meta["input"]["channels"], *meta["input"]["patch"]))
+        out[package] = (session, window.astype(np.float32), meta)
+    return out
+
+
+def measure(packages: list[Path], repeats: int, threads: int) -> dict[Path, list[float]]:
+    runs = sessions(packages, threads)
+    for session, window, _ in runs.values():
+        session.run(None, {"image": window})  # type: ignore[attr-defined]
+    times: dict[Path, list[float]] = {p: [] for p in packages}
+    for _ in range(repeats):
+        for package, (session, window, _) in runs.items():
+            start = time.perf_counter()
+            session.run(None, {"image": window})  # type: ignore[attr-defined]
+            times[package].append(time.perf_counter() - start)
+    return times
+
+
+def table(packages: list[Path], times: dict[Path, list[float]], repeats: int, threads: int) -> str:
+    first = statistics.median(times[packages[0]])
+    lines = ["# CPU latency per window of model packages", "",
+             f"`benchmarks/package_latency.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"{platform.node()} ({platform.machine()}), ONNX Runtime CPU, {threads} threads, median of {repeats} "
+             "round-robin rounds after a warm-up; speed-up relative to the first package.", "",
+             "| package | version | window (z, y, x) | parameters | GMAC / window | file (KB) | ms / window "
+             "| speed-up |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for package in packages:
+        meta = json.loads((package / "model.json").read_text())
+        net, median = meta["network"], statistics.median(times[package])
+        lines.append(f"| {meta['name']} | {meta['version']} | {tuple(meta['input']['patch'])} | "
+                     f"{net['parameters']:,} | "
+                     f"{net['macs_per_window'] / 1e9:.2f} | {net['file_bytes'] / 1024:.0f} | {median * 1000:.0f} | "
+                     f"{first / median:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("packages", type=Path, nargs="+")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "package_latency.md")
+    args = parser.parse_args()
+    text = table(args.packages, measure(args.packages, args.repeats, args.threads), args.repeats, args.threads)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
