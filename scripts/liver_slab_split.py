@@ -33,8 +33,8 @@ def write_folds(shared: Path, out: Path) -> list[Path]:
 
     dataset = load_dataset(str(shared / "ircad" / "3Dircadb1.17"))
     image, labels = dataset.case(dataset.labelled()[0].id).load()
-    liver = (np.rint(labels.array) == int(Label.LIVER)).astype(np.uint8)
-    per_slice = liver.sum(axis=(1, 2)).cumsum()
+    liver = (np.rint(labels.array) == int(Label.LIVER)).astype(np.uint8) * np.uint8(Label.LIVER)  # covseg values
+    per_slice = (liver > 0).sum(axis=(1, 2)).cumsum()
     cut = int(np.searchsorted(per_slice, per_slice[-1] / 2))  # half of the liver volume on each side
     depth, rows, cols = liver.shape
     halves = {"upper": slice(cut, depth), "lower": slice(0, cut)}  # array order; "upper" = higher slice index
