@@ -80,6 +80,26 @@ def test_shipped_packages_come_back_with_onnx_parity(tmp_path: Path) -> None:
     assert (tmp_path / "lung" / "source_checkpoint" / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+def _rehash(package: Path) -> None:
+    """Make model.json and the ONNX metadata agree with an edited package, as its author would."""
+    import hashlib
+
+    import onnx
+
+    from covseg.engine.package import METADATA_KEY
+
+    meta = json.loads((package / "model.json").read_text())
+    model = onnx.load(str(package / "model.onnx"))
+    stored = dict(meta)
+    stored["onnx"] = {k: v for k, v in meta["onnx"].items() if k != "sha256"}
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = json.dumps(stored)
+    onnx.save(model, str(package / "model.onnx"))
+    meta["onnx"]["sha256"] = hashlib.sha256((package / "model.onnx").read_bytes()).hexdigest()
+    (package / "model.json").write_text(json.dumps(meta))
+
+
 def test_unnamed_weights_come_back_by_call_order_and_wrong_metadata_is_refused(tmp_path: Path) -> None:
     import onnx
 
@@ -92,17 +112,23 @@ def test_unnamed_weights_come_back_by_call_order_and_wrong_metadata_is_refused(t
     for node in model.graph.node:
         node.input[:] = ["onnx::Conv_999" if name == key else name for name in node.input]
     onnx.save(model, str(package / "model.onnx"))
+    with pytest.raises(ModelPackageError, match="sha256"):
+        checkpoint_from_package(package, tmp_path / "back")  # an edited graph no longer matches its hash
+    _rehash(package)
     checkpoint_from_package(package, tmp_path / "back")
     assert torch.equal(load_checkpoint(tmp_path / "back").model_state["encoder.levels.0.0.conv.bias"],
                        original["encoder.levels.0.0.conv.bias"])
     meta = json.loads((package / "model.json").read_text())
     meta["network"]["features"] = [4, 8, 32]  # model.json no longer describes the graph
     (package / "model.json").write_text(json.dumps(meta))
+    _rehash(package)
+    meta = json.loads((package / "model.json").read_text())
     with pytest.raises(WeightMismatchError, match=r"encoder.levels.2.0.conv.weight: .*shape"):
         checkpoint_from_package(package, tmp_path / "other")
     assert not (tmp_path / "other").exists()
     meta["onnx"]["precision"] = "float16 weights, float32 IO"
     (package / "model.json").write_text(json.dumps(meta))
+    _rehash(package)
     with pytest.raises(ModelPackageError, match="float32 package"):
         checkpoint_from_package(package, tmp_path / "other")
 

@@ -165,7 +165,9 @@ def _ort_logits(onnx_path: Path, image: np.ndarray) -> np.ndarray:
 
 def checkpoint_from_package(package: Path, out: Path) -> RecoveredCheckpoint:
     """Write a training checkpoint folder at `out` holding the package's network and weights."""
-    package = Path(package)
+    from covseg.engine.package import load_package
+
+    package = load_package(package).path  # hash and metadata verified before a weight is read
     meta = json.loads((package / "model.json").read_text(encoding="utf-8"))
     onnx_path = package / meta["onnx"]["file"]
     if not str(meta["onnx"].get("precision", "float32")).startswith("float32"):
