@@ -56,13 +56,14 @@ def table(packages: list[Path], times: dict[Path, list[float]], repeats: int, th
              f"`benchmarks/package_latency.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{platform.node()} ({platform.machine()}), ONNX Runtime CPU, {threads} threads, median of {repeats} "
              "round-robin rounds after a warm-up; speed-up relative to the first package.", "",
-             "| package | version | window (z, y, x) | parameters | GMAC / window | file (KB) | ms / window "
+             "| package (folder) | version | window (z, y, x) | parameters | GMAC / window | file (KB) | ms / window "
              "| speed-up |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for package in packages:
         meta = json.loads((package / "model.json").read_text())
         net, median = meta["network"], statistics.median(times[package])
-        lines.append(f"| {meta['name']} | {meta['version']} | {tuple(meta['input']['patch'])} | "
+        folder = package.resolve().relative_to(REPO) if package.resolve().is_relative_to(REPO) else package
+        lines.append(f"| {meta['name']} (`{folder}`) | {meta['version']} | {tuple(meta['input']['patch'])} | "
                      f"{net['parameters']:,} | "
                      f"{net['macs_per_window'] / 1e9:.2f} | {net['file_bytes'] / 1024:.0f} | {median * 1000:.0f} | "
                      f"{first / median:.2f}x |")
