@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -37,21 +36,17 @@ def sessions(packages: list[Path], threads: int) -> dict[Path, tuple[object, np.
     return out
 
 
-def measure(packages: list[Path], repeats: int, threads: int) -> dict[Path, list[float]]:
+def measure(packages: list[Path], repeats: int, threads: int) -> dict[Path, float]:
+    from covseg.export.complexity import round_robin_medians
+
     runs = sessions(packages, threads)
-    for session, window, _ in runs.values():
-        session.run(None, {"image": window})  # type: ignore[attr-defined]
-    times: dict[Path, list[float]] = {p: [] for p in packages}
-    for _ in range(repeats):
-        for package, (session, window, _) in runs.items():
-            start = time.perf_counter()
-            session.run(None, {"image": window})  # type: ignore[attr-defined]
-            times[package].append(time.perf_counter() - start)
-    return times
+    calls = {package: (lambda s=session, x=window: s.run(None, {"image": x}))  # type: ignore[attr-defined]
+             for package, (session, window, _) in runs.items()}
+    return round_robin_medians(calls, repeats)
 
 
-def table(packages: list[Path], times: dict[Path, list[float]], repeats: int, threads: int) -> str:
-    first = statistics.median(times[packages[0]])
+def table(packages: list[Path], times: dict[Path, float], repeats: int, threads: int) -> str:
+    first = times[packages[0]]
     lines = ["# CPU latency per window of model packages", "",
              f"`benchmarks/package_latency.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{platform.node()} ({platform.machine()}), ONNX Runtime CPU, {threads} threads, median of {repeats} "
@@ -61,7 +56,7 @@ def table(packages: list[Path], times: dict[Path, list[float]], repeats: int, th
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for package in packages:
         meta = json.loads((package / "model.json").read_text())
-        net, median = meta["network"], statistics.median(times[package])
+        net, median = meta["network"], times[package]
         folder = package.resolve().relative_to(REPO) if package.resolve().is_relative_to(REPO) else package
         lines.append(f"| {meta['name']} (`{folder}`) | {meta['version']} | {tuple(meta['input']['patch'])} | "
                      f"{net['parameters']:,} | "

@@ -79,13 +79,11 @@ def dice(model: torch.nn.Module, config: Any, cases: list[Any], pad: float) -> f
 
 
 def latencies(models: dict[str, tuple[torch.nn.Module, Path]], repeats: int) -> dict[str, dict[str, float]]:
-    """Median seconds per window of every model, ONNX Runtime and PyTorch, 2 threads each.
-
-    The models are timed round-robin (one call of each per round, after a warm-up), so a load
-    that comes and goes on this shared machine hits them all alike and the ratios stay fair.
-    """
+    """Median seconds per window of every model, ONNX Runtime and PyTorch, 2 threads each, timed
+    round-robin (`round_robin_medians`) so the ratios stay fair on this shared machine."""
     import onnxruntime as ort
 
+    from covseg.export.complexity import round_robin_medians
     from covseg.export.onnx_export import LogitsOnly
 
     torch.set_num_threads(2)
@@ -98,21 +96,14 @@ def latencies(models: dict[str, tuple[torch.nn.Module, Path]], repeats: int) -> 
         for window in WINDOWS:
             image = np.random.default_rng(0).standard_normal((1, 1, *window)).astype(np.float32)
             key = "x".join(str(v) for v in window)
-            calls[label, f"ort {key}"] = (lambda s=session, x=image: s.run(None, {"image": x}))
             tensor = torch.from_numpy(image)
+            calls[label, f"ort {key}"] = (lambda s=session, x=image: s.run(None, {"image": x}))
             calls[label, f"torch {key}"] = (lambda m=wrapped, x=tensor: m(x))
-    samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     with torch.inference_mode():
-        for call in calls.values():
-            call()  # warm-up
-        for _ in range(repeats):
-            for key, call in calls.items():
-                start = time.perf_counter()
-                call()
-                samples[key].append(time.perf_counter() - start)
+        medians = round_robin_medians(calls, repeats)
     out: dict[str, dict[str, float]] = {label: {} for label in models}
-    for (label, key), values in samples.items():
-        out[label][key] = float(np.median(values))
+    for (label, key), seconds in medians.items():
+        out[label][key] = seconds
     return out
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
+
+K = TypeVar("K")
 
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
@@ -63,15 +65,23 @@ def file_size(path: Path) -> int:
     return int(Path(path).stat().st_size)
 
 
-def _median_seconds(call: Any, repeats: int, warmup: int) -> float:
+def round_robin_medians(calls: Mapping[K, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[K, float]:
+    """Median seconds of each call, timed round-robin (one call of each per round, after `warmup`
+    rounds), so that a load that comes and goes on a shared machine hits every call alike."""
     for _ in range(warmup):
-        call()
-    times = []
+        for call in calls.values():
+            call()
+    times: dict[K, list[float]] = {key: [] for key in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[key].append(time.perf_counter() - start)
+    return {key: float(statistics.median(values)) for key, values in times.items()}
+
+
+def _median_seconds(call: Callable[[], object], repeats: int, warmup: int) -> float:
+    return round_robin_medians({0: call}, repeats, warmup)[0]
 
 
 def onnx_latency(onnx_path: Path, input_shape: Sequence[int], *, threads: int = 2, repeats: int = 5,
