@@ -36,20 +36,18 @@ class RecoveredCheckpoint:
     max_abs_logit_diff: float
 
 
-def _initializers(onnx_path: Path) -> dict[str, torch.Tensor]:
+def _initializers(graph: Any) -> dict[str, torch.Tensor]:
     """Initializers by state-dict name (wrapper prefix kept). The TorchScript exporter stores equal
     tensors once and names the others through Identity nodes (whose outputs carry the parameter
     names), and a Linear layer's weight transposed for a MatMul under a generated name, whose node
     scope (/network/fusion.0/squeeze/MatMul) names the layer; both are put back under their names."""
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
-    arrays = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in model.graph.initializer}
-    for node in model.graph.node:
+    arrays = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in graph.initializer}
+    for node in graph.node:
         if node.op_type == "Identity" and node.input[0] in arrays:
             arrays[node.output[0]] = arrays[node.input[0]]
-    for node in model.graph.node:
+    for node in graph.node:
         generated = [name for name in node.input[1:] if name in arrays and name.startswith("onnx::")]
         if node.op_type == "MatMul" and generated and node.name.count("/") >= 2:
             scope = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
@@ -60,16 +58,14 @@ def _initializers(onnx_path: Path) -> dict[str, torch.Tensor]:
 PARAMETER_OPS = {"Conv": "Conv3d", "ConvTranspose": "ConvTranspose3d", "InstanceNormalization": "InstanceNorm3d"}
 
 
-def _fill_by_call_order(model: torch.nn.Module, onnx_path: Path, state: dict[str, torch.Tensor],
+def _fill_by_call_order(model: torch.nn.Module, graph: Any, where: Path, state: dict[str, torch.Tensor],
                         in_channels: int, divisor: list[int]) -> None:
     """Parameters the graph does not name (the dynamo exporter stores equal tensors once and lets
     every node read the survivor): the graph's Conv / ConvTranspose / InstanceNormalization nodes
     run in the order PyTorch calls those modules, so the i-th node's weight and bias are the i-th
     module's. Only keys still missing are filled; the ONNX Runtime parity check judges the result."""
-    import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(onnx_path)).graph
     arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     nodes = [n for n in graph.node if n.op_type in PARAMETER_OPS]
     called: list[tuple[str, torch.nn.Module]] = []
@@ -80,7 +76,7 @@ def _fill_by_call_order(model: torch.nn.Module, onnx_path: Path, state: dict[str
     for hook in hooks:
         hook.remove()
     if [PARAMETER_OPS[n.op_type] for n in nodes] != [type(m).__name__ for _, m in called]:
-        raise ModelPackageError(f"{onnx_path}: its layers do not follow the network rebuilt from model.json")
+        raise ModelPackageError(f"{where}: its layers do not follow the network rebuilt from model.json")
     for node, (name, _module) in zip(nodes, called, strict=True):
         for position, kind in ((1, "weight"), (2, "bias")):
             key = f"{name}.{kind}"
@@ -173,14 +169,17 @@ def checkpoint_from_package(package: Path, out: Path) -> RecoveredCheckpoint:
     if not str(meta["onnx"].get("precision", "float32")).startswith("float32"):
         raise ModelPackageError(f"{package}: a {meta['onnx']['precision']} variant; fine-tune from the float32 "
                                 "package it was made from (half-precision weights would not come back exactly)")
-    state = _state_from_initializers(_initializers(onnx_path), str(meta["network"]["family"]))
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    state = _state_from_initializers(_initializers(graph), str(meta["network"]["family"]))
     network = network_config(meta, state)
     config = Config(data=_data_config(meta), network=network, strategy=StrategyConfig(),
                     schedule=ScheduleConfig(patch_zyx=tuple(int(v) for v in meta["input"]["patch"])))
     model = build_network(config.validate())
     divisor = [int(v) for v in meta["input"]["divisor"]]
     if any(key not in state for key in model.state_dict() if not key.startswith(TRAINING_ONLY)):
-        _fill_by_call_order(model, onnx_path, state, network.in_channels, divisor)
+        _fill_by_call_order(model, graph, onnx_path, state, network.in_channels, divisor)
     report = load_matching(model, state, [("", "")], optional=TRAINING_ONLY, what=f"{package} (ONNX initializers)")
     model.eval()
     image = np.random.default_rng(0).standard_normal((1, network.in_channels, *(2 * d for d in divisor)))
