@@ -123,7 +123,11 @@ def resample_case(image: Volume, labels: np.ndarray, classes: int,
 
 def median_spacing_zyx(images: Sequence[Volume]) -> tuple[float, float, float]:
     """nnU-Net's default target grid: the median voxel spacing (z, y, x) of the cases, once oriented."""
-    spacings = np.asarray([_oriented(image).GetSpacing()[::-1] for image in images], dtype=float)
+    def oriented_spacing(image: Volume) -> tuple[float, ...]:  # a one-voxel stand-in: no copy of the volume
+        grid = image.geometry.with_size((1, 1, 1))
+        return tuple(_oriented(Volume(np.zeros((1, 1, 1), dtype=np.float32), grid)).GetSpacing()[::-1])
+
+    spacings = np.asarray([oriented_spacing(image) for image in images], dtype=float)
     z, y, x = (float(v) for v in np.median(spacings, axis=0))
     return z, y, x
 
