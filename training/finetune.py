@@ -57,14 +57,17 @@ def resolve_source(source: str | Path, out: Path) -> Source:
 def finetune_config(source: Source, data: Path, strategy: str, classes: tuple[str, ...], *, cutoff: int | None = None,
                     epochs: int | None = None, validation_cases: int | None = None) -> Config:
     """The source's data settings (spacing, normalisation) and network on the site's dataset."""
-    cfg = replace(source.config, strategy=StrategyConfig(name=strategy, pretrained=str(source.folder), cutoff=cutoff))
-    cfg.data = replace(cfg.data, source="dataset", path=str(data), classes=classes, splits=None, fold=None)
+    base = source.config
+    data_fields: dict[str, Any] = {"source": "dataset", "path": str(data), "classes": classes, "splits": None,
+                                   "fold": None}
     if validation_cases is not None:
-        cfg.data = replace(cfg.data, validation_cases=validation_cases)
-    cfg.network = replace(cfg.network, family="unet", heads=(), default_head=None, out_channels=len(classes),
-                          truncate_at=None, truncate_convs=None)
-    if epochs is not None:
-        cfg.schedule.epochs = epochs
+        data_fields["validation_cases"] = validation_cases
+    cfg = replace(
+        base, strategy=StrategyConfig(name=strategy, pretrained=str(source.folder), cutoff=cutoff),
+        data=replace(base.data, **data_fields),
+        network=replace(base.network, family="unet", heads=(), default_head=None, out_channels=len(classes),
+                        truncate_at=None, truncate_convs=None),
+        schedule=base.schedule if epochs is None else replace(base.schedule, epochs=epochs))
     return cfg.validate()
 
 
