@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +21,7 @@ TABLE = REPO / "docs" / "bad_runs.md"
 
 from covseg.engine import pipeline  # noqa: E402
 from covseg.training.synthesis.dicom_series import write_nifti  # noqa: E402
-from tests.model_factory import make_package  # noqa: E402
+from tests.model_factory import make_package, set_in_model_json  # noqa: E402
 from tests.test_infer_phantom import make_phantom  # noqa: E402
 
 
@@ -60,18 +59,8 @@ def _with_package(edit: Callable[[Path], None] | None = None, **overrides: objec
     return build
 
 
-def _rewrite_json(key_path: tuple[str, ...], value: object | None) -> Callable[[Path], None]:
-    def edit(folder: Path) -> None:
-        meta = json.loads((folder / "model.json").read_text())
-        target = meta
-        for key in key_path[:-1]:
-            target = target[key]
-        if value is None:
-            del target[key_path[-1]]
-        else:
-            target[key_path[-1]] = value
-        (folder / "model.json").write_text(json.dumps(meta))
-    return edit
+def _rewrite_json(key: str, value: object | None) -> Callable[[Path], None]:
+    return lambda folder: set_in_model_json(folder, key, value)
 
 
 def _truncate_onnx(folder: Path) -> None:
@@ -128,9 +117,9 @@ CASES: tuple[RunCase, ...] = (
     RunCase("onnx_truncated", "model.onnx cut in half after packaging", 4, _with_package(_truncate_onnx)),
     RunCase("hash_mismatch", "one byte of model.onnx changed after packaging", 4, _with_package(_flip_a_byte)),
     RunCase("metadata_key_missing", "model.json without its `input` section", 4,
-            _with_package(_rewrite_json(("input",), None))),
+            _with_package(_rewrite_json("input", None))),
     RunCase("metadata_bad_spacing", "model.json spacing of 0 mm", 4,
-            _with_package(_rewrite_json(("input", "spacing_mm"), [0.0, 3.0, 3.0]))),
+            _with_package(_rewrite_json("input.spacing_mm", [0.0, 3.0, 3.0]))),
     RunCase("model_json_not_json", "model.json is not JSON", 4,
             _with_package(lambda f: (f / "model.json").write_text("{not json"))),
     RunCase("external_data_outside", "ONNX external data pointing outside the package folder", 4,

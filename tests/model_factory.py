@@ -197,3 +197,17 @@ def _card(metadata: dict[str, Any]) -> str:
     return (f"# {metadata.get('name')} {metadata.get('version')}\n\nTest package made by tests/model_factory.py; "
             f"not a trained model.\n\n- task: {metadata.get('task')}\n- classes: {classes}\n"
             f"- licence: {metadata.get('licence')}\n")
+
+
+def set_in_model_json(folder: Path, key: str, value: object | None) -> None:
+    """Set (or, with None, delete) the dotted `key` of a package's model.json: to break it on purpose."""
+    meta = json.loads((folder / "model.json").read_text())
+    *parents, leaf = key.split(".")
+    target = meta
+    for part in parents:
+        target = target[part]
+    if value is None:
+        del target[leaf]
+    else:
+        target[leaf] = value
+    (folder / "model.json").write_text(json.dumps(meta))

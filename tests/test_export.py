@@ -26,6 +26,7 @@ from covseg.export.exporter import ExportOptions, divisor_of, export_network  # 
 from covseg.export.metadata import PackageSpec  # noqa: E402
 from covseg.training.config import NetworkConfig  # noqa: E402
 from covseg.training.networks import build_network  # noqa: E402
+from tests.model_factory import set_in_model_json  # noqa: E402
 
 FEATURES, STRIDES = (4, 8, 16, 32), (1, 2, 2, 2)
 PATCH = (32, 32, 32)
@@ -192,17 +193,7 @@ def test_loader_refuses_broken_copies_with_clear_errors(packages: dict[str, tupl
         (path / "model.onnx").write_bytes(bytes(data))
 
     def edit(key: str, value: Any) -> Any:
-        def change(path: Path) -> None:
-            meta = json.loads((path / "model.json").read_text())
-            parent, leaf = meta, key.split(".")
-            for part in leaf[:-1]:
-                parent = parent[part]
-            if value is None:
-                del parent[leaf[-1]]
-            else:
-                parent[leaf[-1]] = value
-            (path / "model.json").write_text(json.dumps(meta))
-        return change
+        return lambda path: set_in_model_json(path, key, value)
 
     cases = {"hash": (flip_byte, "sha256"), "missing": (edit("input.spacing_mm", None), "input.spacing_mm"),
              "channels": (edit("input.channels", 2), "channels"),
