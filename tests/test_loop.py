@@ -56,6 +56,19 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_resuming_a_finished_run_with_more_epochs_trains_on_the_new_schedule(tmp_path: Path) -> None:
+    """The finished run's optimiser is at lr 0; the first extra epoch must use the new poly rate."""
+    first = fit(tiny_config(epochs=2), out_dir=tmp_path)
+    extended = fit(tiny_config(epochs=4), out_dir=tmp_path, resume=True)
+    lr0 = first.config.optimiser.lr
+    power = first.config.schedule.poly_exponent
+    assert extended.history[2]["lr"][0] == pytest.approx(lr0 * (1 - 2 / 4) ** power)
+    assert extended.history[3]["lr"][0] == pytest.approx(lr0 * (1 - 3 / 4) ** power)
+    before, after = first.model.state_dict(), extended.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
 def test_a_few_epochs_lower_the_loss_and_write_checkpoints(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=4)
     cfg.augmentation.enabled = False

@@ -71,7 +71,7 @@ def make_optimizer(config: Config, groups: list[dict[str, Any]]) -> torch.optim.
                            weight_decay=opt.weight_decay)
 
 
-def make_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     """Poly decay per epoch: lr = lr0 * (1 - epoch / epochs) ** 0.9 (paper 000, nnU-Net).
 
     A closed form of the epoch (LambdaLR), not a chained update, so that resuming with more
@@ -82,6 +82,16 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.op
         return max(0.0, 1.0 - epoch / epochs) ** power
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, poly)
+
+
+def follow_schedule(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set the restored optimiser's learning rates from the schedule's closed form at its epoch.
+
+    The saved optimiser holds the rate of the saved schedule: after `--epochs N --resume` past a
+    finished run that rate is 0, and the first resumed epoch would not train at all."""
+    epoch = scheduler.last_epoch
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(epoch)
 
 
 def seed_everything(seed: int, epoch: int, rank: int) -> None:
@@ -166,6 +176,7 @@ class Session:
         self.epoch_lr: list[float] = []
         if checkpoint is not None:
             restore_training(checkpoint, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+            follow_schedule(self.optimizer, self.scheduler)
             self.start_epoch, self.history = checkpoint.epoch, list(checkpoint.state.get("history", []))
             if "scaler" in checkpoint.state:
                 self.scaler.load_state_dict(checkpoint.state["scaler"])
