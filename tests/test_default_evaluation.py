@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from covseg.training.default_evaluation import card_metrics, grey_to_hu, lung_swapped
+from covseg.training.default_evaluation import (
+    card_metrics,
+    components_touching,
+    grey_to_hu,
+    ignoring,
+    lung_swapped,
+    tumour_region,
+)
 
 
 def test_swapped_sides_are_detected() -> None:
@@ -35,3 +42,30 @@ def test_card_metrics_average_per_kind_and_structure() -> None:
     assert metrics[0] == {"data": "a: lung_left", "cases": 2, "dsc": 0.8, "nsd": 0.8, "nsd_tolerance_mm": 3.0,
                           "hd95_mm": 5.0}
     assert metrics[1]["dsc"] is None and metrics[1]["cases"] == 1
+
+
+def test_tumour_region_grows_the_boxes_by_the_margin_in_millimetres() -> None:
+    boxes = np.zeros((9, 40, 40), dtype=bool)
+    boxes[4, 18:22, 18:22] = True
+    region = tumour_region(boxes, (5.0, 1.0, 1.0), margin_mm=10.0)
+    assert region[4, 20, 8] and not region[4, 20, 7]  # 10 mm left of the box edge at x=18, not 11
+    assert region[6, 20, 20] and not region[7, 20, 20]  # two 5 mm slices up, not three
+    assert not tumour_region(np.zeros_like(boxes), (5.0, 1.0, 1.0)).any()
+
+
+def test_components_touching_keeps_whole_components_that_reach_the_region() -> None:
+    mask = np.zeros((3, 20, 20), dtype=bool)
+    mask[1, 2:10, 2:4] = True  # reaches the region at one end
+    mask[1, 15:18, 15:18] = True  # apart from it
+    region = np.zeros_like(mask)
+    region[1, 9, 3] = True
+    touching = components_touching(mask, region)
+    assert touching.sum() == 16 and not touching[1, 16, 16]
+
+
+def test_ignoring_clears_the_region_only() -> None:
+    labels = np.full((2, 4, 4), 3, dtype=np.uint8)
+    region = np.zeros(labels.shape, dtype=bool)
+    region[0] = True
+    out = ignoring(labels, region)
+    assert (out[0] == 0).all() and (out[1] == 3).all() and (labels == 3).all()

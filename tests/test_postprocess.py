@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from covseg.engine.geometry import Geometry
 from covseg.engine.postprocess import (
@@ -14,7 +15,9 @@ from covseg.engine.postprocess import (
     fill_holes,
     groups_of,
     masks_from_classes,
+    plane_cross,
     postprocess,
+    refine_lung_edges,
     split_infection_by_hu,
 )
 from covseg.labels import Label
@@ -180,3 +183,44 @@ def test_touching_lungs_follow_the_model_sides() -> None:
     # Flipped x: the high-index part has the smaller LPS x, so it is the patient's right lung.
     assert np.array_equal(labels == Label.LUNG_RIGHT, high | bridge)
     assert np.array_equal(labels == Label.LUNG_LEFT, low & ~bridge)
+
+
+# --- lung edge refinement on the input grid ---------------------------------------------------------
+def _air_cylinders(spacing_xyz: tuple[float, float, float]) -> tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
+    """Two air cylinders (lungs, -850 HU) in soft tissue (+40 HU) and a thin air tube (trachea) 6 mm from
+    the right one; (hu, geometry, true left, true right) with left at the larger LPS x."""
+    shape = (6, 60, 80)
+    geometry = Geometry(size=shape[::-1], spacing=spacing_xyz, origin=(0.0, 0.0, 0.0))
+    sx, sy = spacing_xyz[0], spacing_xyz[1]
+    y, x = np.mgrid[: shape[1], : shape[2]]
+    disc_right = (x * sx - 20.0) ** 2 + (y * sy - 25.0) ** 2 <= 12.0**2
+    disc_left = (x * sx - 46.0) ** 2 + (y * sy - 25.0) ** 2 <= 12.0**2
+    tube = (x * sx - 20.0) ** 2 + (y * sy - 43.0) ** 2 <= 2.0**2  # edge 6 mm below the right disc
+    hu = np.full(shape, 40.0, dtype=np.float32)
+    for plane in (disc_left, disc_right, tube):
+        hu[:, plane] = -850.0
+    left = np.broadcast_to(disc_left, shape).copy()
+    right = np.broadcast_to(disc_right, shape).copy()
+    return hu, geometry, left, right
+
+
+def test_refined_lung_edges_reach_the_air_boundary_and_stop_there() -> None:
+    hu, geometry, left, right = _air_cylinders((0.8, 0.8, 5.0))
+    shrunk_left = ndimage.binary_erosion(left, plane_cross(0), iterations=3)  # 2.4 mm inside the air
+    shrunk_right = ndimage.binary_erosion(right, plane_cross(0), iterations=3)
+    grown_left, grown_right = refine_lung_edges(shrunk_left, shrunk_right, hu, geometry, 0, PostprocessOptions())
+    assert np.array_equal(grown_left, left) and np.array_equal(grown_right, right)
+    tube = (hu == -850.0) & ~left & ~right
+    assert not (grown_right & tube).any()  # 6 mm away: beyond the 2.5 mm reach
+
+
+def test_refined_lung_edges_grow_at_most_the_set_distance_in_plane_only() -> None:
+    hu, geometry, left, right = _air_cylinders((0.8, 0.8, 1.0))
+    seed_left = np.zeros_like(left)
+    seed_left[3, 30, 57] = True  # one voxel in the left disc, in one slice
+    grown_left, grown_right = refine_lung_edges(seed_left, np.zeros_like(right), hu, geometry, 0,
+                                                PostprocessOptions(lung_edge_mm=2.5))
+    assert not grown_right.any()
+    assert grown_left[3].sum() == 25 and not grown_left[2].any() and not grown_left[4].any()  # 3 steps: a diamond
+    untouched = refine_lung_edges(seed_left, np.zeros_like(right), hu, geometry, 0, PostprocessOptions(lung_edge_mm=0))
+    assert np.array_equal(untouched[0], seed_left)

@@ -7,7 +7,10 @@ reference that the model never saw:
   and held-out phantoms (seeds the training set does not use); left/right swaps are checked;
 - infection: COVID-19 lesions synthesised into lungdx_a0001 (held out by anatomy) with MosMed shapes of
   the test split (held out by shape), held-out phantoms with test shapes; and the false-positive
-  infection volume on the unmodified lungdx_a0001, inside and outside its tumour's boxes;
+  infection volume on the unmodified lungdx_a0001. That CT holds an adenocarcinoma with an opacity
+  around it, a real lesion that is neither COVID-19 nor normal lung: its region (the annotated boxes
+  grown by TUMOUR_MARGIN_MM) is scored both ways, counted and ignored, and the false positives are
+  split into components that touch the tumour and the rest of the lungs;
 - liver: 3D-IRCADb 1.17, whose manual liver mask was never used for training.
 """
 
@@ -33,6 +36,7 @@ from covseg.training.synthesis.dicom_series import write_nifti
 LUNGDX = ("lungdx_a0001_chest_ct/series2_5mm_kernel_L", "lungdx_a0001_chest_ct/series3_5mm_kernel_B")
 LUNG_STRUCTURES = {"lung_left": int(Label.LUNG_LEFT), "lung_right": int(Label.LUNG_RIGHT)}
 INFECTION_STRUCTURES = {"infection": tuple(int(v) for v in INFECTION_LABELS)}
+TUMOUR_MARGIN_MM = 15.0  # the opacity around lungdx_a0001's tumour reaches ~12 mm beyond its boxes
 
 
 def infer(study: Path, packages: Sequence[Path], out: Path) -> tuple[Volume, dict[str, Any]]:
@@ -123,6 +127,32 @@ def tumour_boxes_mask(study: Volume, series_folder: Path, annotations: Path) -> 
     return mask
 
 
+def tumour_region(boxes: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = TUMOUR_MARGIN_MM
+                  ) -> np.ndarray:
+    """The tumour boxes grown by `margin_mm` (Euclidean, in millimetres): the tumour and its opacity."""
+    from scipy import ndimage
+
+    if not boxes.any():
+        return boxes.copy()
+    return ndimage.distance_transform_edt(~boxes, sampling=spacing_zyx) <= margin_mm
+
+
+def components_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The connected components (26-connected) of `mask` that have a voxel in `region`."""
+    from scipy import ndimage
+
+    components, _ = ndimage.label(mask, ndimage.generate_binary_structure(3, 3))
+    touching = np.unique(components[region & mask])
+    return np.isin(components, touching[touching > 0])
+
+
+def ignoring(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """A copy of a label map with `region` set to background: voxels scored neither way."""
+    out = labels.copy()
+    out[region] = 0
+    return out
+
+
 def evaluate_infection(lung_package: Path, infection_package: Path, shared_data: Path, out_dir: Path, *,
                        variants: int = 2, phantom_seeds: Sequence[int] = (950, 951)) -> dict[str, Any]:
     """Infection model on synthesised held-out cases, and its false positives on real non-COVID CT."""
@@ -143,16 +173,23 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
             study = shared_data / relative
             image = read_study(study)
             reference = lung_reference(image).array
+            boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
+            region = tumour_region(boxes, _spacing_zyx(image))
             prediction, report = infer(study, packages, work / "out")
-            specificity.append(_false_positives(study, image, prediction, report, shared_data))
+            specificity.append(_false_positives(study.name, prediction, report, boxes, region))
             for variant in range(variants):
                 inserted = insert_covid(image, reference, seed=7000 + variant, count=6 + 2 * variant,
                                         shape_files=test_shapes)
                 path = work / f"{Path(relative).name}_covid{variant}.nii.gz"
                 write_nifti(inserted.image, path)
                 prediction, report = infer(path, packages, work / "out")
-                rows += _scored(path.name.removesuffix(".nii.gz"), prediction, inserted.labels.array,
-                                INFECTION_STRUCTURES, kind="real CT + test-split MosMed lesions (held-out patient)")
+                case_id = path.name.removesuffix(".nii.gz")
+                truth = inserted.labels.array
+                rows += _scored(case_id, prediction, truth, INFECTION_STRUCTURES,
+                                kind="real CT + test-split MosMed lesions (held-out patient)")
+                rows += _scored(case_id, prediction.with_array(ignoring(prediction.array, region)),
+                                ignoring(truth, region), INFECTION_STRUCTURES,
+                                kind="real CT + test-split MosMed lesions (held-out patient), tumour region ignored")
         mosmed_test = mosmed_split_folder(work / "test_shapes", test_shapes)
         for seed in phantom_seeds:
             phantom = make_phantom(PhantomConfig(seed=seed, size_xyz=(224, 224, 80), spacing_xyz=(1.7, 1.7, 4.0),
@@ -168,14 +205,24 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
     return {"rows": rows, "false_positives": specificity}
 
 
-def _false_positives(study: Path, image: Volume, prediction: Volume, report: Mapping[str, Any],
-                     shared_data: Path) -> dict[str, Any]:
+def _false_positives(case: str, prediction: Volume, report: Mapping[str, Any], boxes: np.ndarray,
+                     region: np.ndarray) -> dict[str, Any]:
+    """Infection predicted on a CT without COVID-19: all of it, the part in components that touch the
+    annotated tumour (the model calling the tumour's opacity infection), and the rest of the lungs."""
+    from scipy import ndimage
+
     infection = np.isin(prediction.array, [int(v) for v in INFECTION_LABELS])
-    boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
+    at_tumour = components_touching(infection, boxes)
+    elsewhere = infection & ~at_tumour
     voxel_ml = prediction.geometry.voxel_volume_ml
-    return {"case": study.name, "infection_ml": float(infection.sum() * voxel_ml),
+    return {"case": case, "infection_ml": float(infection.sum() * voxel_ml),
             "infection_ml_in_tumour_boxes": float((infection & boxes).sum() * voxel_ml),
+            "infection_ml_touching_tumour": float(at_tumour.sum() * voxel_ml),
+            "infection_ml_elsewhere": float(elsewhere.sum() * voxel_ml),
+            "infection_ml_outside_tumour_region": float((infection & ~region).sum() * voxel_ml),
+            "components_elsewhere": int(ndimage.label(elsewhere, ndimage.generate_binary_structure(3, 3))[1]),
             "tumour_box_ml": float(boxes.sum() * voxel_ml),
+            "tumour_region_ml": float(region.sum() * voxel_ml),
             "report_infection_ml": report["infection"]["volume_ml"],
             "lung_left_ml": report["structures"]["lung_left"]["volume_ml"],
             "lung_right_ml": report["structures"]["lung_right"]["volume_ml"]}
