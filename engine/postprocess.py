@@ -253,9 +253,8 @@ def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius
 
 
 # --- lungs ----------------------------------------------------------------------------------
-def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int,
-               structure: np.ndarray = FACE) -> tuple[np.ndarray, np.ndarray]:
-    """Give voxels of `extra` next to the lungs to the side they touch, one `structure` layer per step
+def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
     (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
     # Growth runs through free voxels only, so only lung voxels next to them matter: the box of the
     # free voxels plus one layer gives the same result as the whole volume, much faster.
@@ -264,8 +263,8 @@ def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: in
         return left, right
     a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
     for _ in range(steps):
-        grow_a = ndimage.binary_dilation(a, structure) & free
-        grow_b = ndimage.binary_dilation(b, structure) & free & ~grow_a
+        grow_a = ndimage.binary_dilation(a, FACE) & free
+        grow_b = ndimage.binary_dilation(b, FACE) & free & ~grow_a
         if not grow_a.any() and not grow_b.any():
             break
         a |= grow_a
@@ -276,22 +275,28 @@ def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: in
     return left, right
 
 
-def plane_cross(axial: int) -> np.ndarray:
-    """The face neighbours of a voxel within its axial plane (no step across slices)."""
-    structure = FACE.copy()
-    index = [1, 1, 1]
-    for end in (0, 2):
-        index[axial] = end
-        structure[tuple(index)] = False
-    return structure
+def dilate_in_plane(mask: np.ndarray, axial: int) -> np.ndarray:
+    """`mask` dilated by one face neighbour within each axial plane.
+
+    Four shifted ORs rather than ndimage.binary_dilation with a cross: the generic dilation took
+    8 s for the edge refinement of a 512x512x253 CT, the shifts a tenth of that."""
+    out = mask.copy()
+    for axis in (a for a in range(3) if a != axial):
+        ahead = [slice(None)] * 3
+        behind = [slice(None)] * 3
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        out[tuple(ahead)] |= mask[tuple(behind)]
+        out[tuple(behind)] |= mask[tuple(ahead)]
+    return out
 
 
 def refine_lung_edges(left: np.ndarray, right: np.ndarray, hu: np.ndarray, geometry: Geometry, axial: int,
                       options: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Lungs grown in-plane, by at most `lung_edge_mm`, into air-density voxels at their edge.
+    """Lungs grown in-plane, by at most `lung_edge_mm`, into air-density voxels at their edge; a voxel
+    both reach in the same step goes to the left lung (a one-voxel tie on the mediastinal line).
 
     Measured on lungdx_a0001 series 2 against the inspected reference: left/right DSC 0.952/0.969
-    before, 0.967/0.983 after; the growth stays below the 2.5 mm model voxel, so it cannot reach the
+    before, 0.965/0.982 after; the growth stays below the 2.5 mm model voxel, so it cannot reach the
     trachea or chest wall from a lung the model did not already find."""
     in_plane = min(s for axis, s in enumerate(geometry.spacing[::-1]) if axis != axial)
     steps = int(np.floor(options.lung_edge_mm / in_plane + 1e-6))
@@ -300,10 +305,16 @@ def refine_lung_edges(left: np.ndarray, right: np.ndarray, hu: np.ndarray, geome
     margin = [0 if axis == axial else steps for axis in range(3)]
     box = bounding_box(left | right, (margin[0], margin[1], margin[2]))
     assert box is not None
-    grown_left, grown_right = grow_sides(left[box], right[box], hu[box] < options.lung_edge_hu, steps,
-                                         plane_cross(axial))
+    a, b = left[box].copy(), right[box].copy()
+    free = (hu[box] < options.lung_edge_hu) & ~a & ~b
+    for _ in range(steps):
+        grow_a = dilate_in_plane(a, axial) & free
+        grow_b = dilate_in_plane(b, axial) & free & ~grow_a
+        a |= grow_a
+        b |= grow_b
+        free &= ~(grow_a | grow_b)
     left, right = left.copy(), right.copy()
-    left[box], right[box] = grown_left, grown_right
+    left[box], right[box] = a, b
     return left, right
 
 

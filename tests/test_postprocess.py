@@ -12,10 +12,10 @@ from covseg.engine.postprocess import (
     StructureMasks,
     axial_axis,
     combine_model_masks,
+    dilate_in_plane,
     fill_holes,
     groups_of,
     masks_from_classes,
-    plane_cross,
     postprocess,
     refine_lung_edges,
     split_infection_by_hu,
@@ -206,8 +206,10 @@ def _air_cylinders(spacing_xyz: tuple[float, float, float]) -> tuple[np.ndarray,
 
 def test_refined_lung_edges_reach_the_air_boundary_and_stop_there() -> None:
     hu, geometry, left, right = _air_cylinders((0.8, 0.8, 5.0))
-    shrunk_left = ndimage.binary_erosion(left, plane_cross(0), iterations=3)  # 2.4 mm inside the air
-    shrunk_right = ndimage.binary_erosion(right, plane_cross(0), iterations=3)
+    cross = np.zeros((3, 3, 3), dtype=bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)
+    shrunk_left = ndimage.binary_erosion(left, cross, iterations=3)  # 2.4 mm inside the air
+    shrunk_right = ndimage.binary_erosion(right, cross, iterations=3)
     grown_left, grown_right = refine_lung_edges(shrunk_left, shrunk_right, hu, geometry, 0, PostprocessOptions())
     assert np.array_equal(grown_left, left) and np.array_equal(grown_right, right)
     tube = (hu == -850.0) & ~left & ~right
@@ -224,3 +226,14 @@ def test_refined_lung_edges_grow_at_most_the_set_distance_in_plane_only() -> Non
     assert grown_left[3].sum() == 25 and not grown_left[2].any() and not grown_left[4].any()  # 3 steps: a diamond
     untouched = refine_lung_edges(seed_left, np.zeros_like(right), hu, geometry, 0, PostprocessOptions(lung_edge_mm=0))
     assert np.array_equal(untouched[0], seed_left)
+
+
+@pytest.mark.parametrize("axial", [0, 1, 2])
+def test_dilate_in_plane_equals_a_planar_cross_dilation(axial: int) -> None:
+    mask = np.random.default_rng(axial).random((7, 9, 11)) < 0.05
+    cross = ndimage.generate_binary_structure(3, 1).copy()
+    for end in (0, 2):
+        index = [1, 1, 1]
+        index[axial] = end
+        cross[tuple(index)] = False
+    assert np.array_equal(dilate_in_plane(mask, axial), ndimage.binary_dilation(mask, cross))
