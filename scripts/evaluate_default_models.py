@@ -2,6 +2,7 @@
 
     python scripts/evaluate_default_models.py lung|infection|slices|liver [--models covseg/models]
     python scripts/evaluate_default_models.py lung --package lung-compact   # a variant: docs/evaluation/lung-compact
+    python scripts/evaluate_default_models.py infection|slices --package infection-compact
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("model", choices=("lung", "infection", "slices", "liver"))
     parser.add_argument("--models", type=Path, default=ROOT / "covseg" / "models")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--package", default=None, help="lung: the package folder under --models (default lung)")
+    parser.add_argument("--package", default=None, help="the package folder under --models (default: the model's name)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--record", type=Path, default=None,
                         help="checkpoint folder whose state.json receives the metrics (then export again)")
@@ -29,11 +30,12 @@ def main() -> None:
     if args.model == "lung":
         rows = ev.evaluate_lung(args.models / (args.package or "lung"), args.shared, out)
     elif args.model == "infection":
-        result = ev.evaluate_infection(args.models / "lung", args.models / "infection", args.shared, out)
+        infection = args.models / (args.package or "infection")
+        result = ev.evaluate_infection(args.models / "lung", infection, args.shared, out)
         rows = result["rows"]
         print(json.dumps(result["false_positives"], indent=2))
     elif args.model == "slices":
-        rows = ev.evaluate_covid_slices(args.models / "infection", args.shared, out)
+        rows = ev.evaluate_covid_slices(args.models / (args.package or "infection"), args.shared, out)
     else:
         rows = ev.evaluate_liver(args.models / "liver", args.shared, out)
     for row in rows:
