@@ -235,8 +235,9 @@ def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius
     """The voxels of `candidates` within `radius_mm` (centre to centre, in mm) of `mask`.
 
     The same set as `candidates & (mask dilated by a ball of radius_mm)`, computed with a distance
-    transform on the box of the candidates outside the mask only: a ball dilation of a whole lung at
-    0.8 mm took 12 s of a 26 s run on a 512x512x253 CT.
+    transform on the box of each component of the candidates outside the mask only: a ball dilation
+    of a whole lung at 0.8 mm took 12 s of a 26 s run on a 512x512x253 CT, and one box around
+    scattered candidates (a lesion at the apex, another at the base) 4 s.
     """
     out = candidates & mask
     rest = candidates & ~mask
@@ -244,11 +245,16 @@ def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius
         return out
     spacing_zyx = np.asarray(geometry.spacing[::-1], dtype=float)
     margin = tuple(int(r) + 1 for r in np.floor(radius_mm / spacing_zyx))
-    box = bounding_box(rest, margin)  # type: ignore[arg-type]
-    if box is None or not mask[box].any():
-        return out
-    distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx)
-    out[box] |= rest[box] & (distance <= radius_mm)
+    components, _ = ndimage.label(rest, FULL)
+    for index, found in enumerate(ndimage.find_objects(components), start=1):
+        if found is None:
+            continue
+        box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
+                    for s, m, n in zip(found, margin, rest.shape, strict=True))
+        if not mask[box].any():
+            continue
+        distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx)
+        out[box] |= (components[box] == index) & (distance <= radius_mm)
     return out
 
 
@@ -263,8 +269,8 @@ def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: in
         return left, right
     a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
     for _ in range(steps):
-        grow_a = ndimage.binary_dilation(a, FACE) & free
-        grow_b = ndimage.binary_dilation(b, FACE) & free & ~grow_a
+        grow_a = dilate_faces(a) & free
+        grow_b = dilate_faces(b) & free & ~grow_a
         if not grow_a.any() and not grow_b.any():
             break
         a |= grow_a
@@ -275,19 +281,25 @@ def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: in
     return left, right
 
 
-def dilate_in_plane(mask: np.ndarray, axial: int) -> np.ndarray:
-    """`mask` dilated by one face neighbour within each axial plane.
+def dilate_faces(mask: np.ndarray, axes: Iterable[int] = (0, 1, 2)) -> np.ndarray:
+    """`mask` dilated by one face neighbour along each of `axes` (all three: the FACE structure).
 
-    Four shifted ORs rather than ndimage.binary_dilation with a cross: the generic dilation took
-    8 s for the edge refinement of a 512x512x253 CT, the shifts a tenth of that."""
+    Shifted ORs rather than ndimage.binary_dilation: the generic dilation is several times slower
+    for these small structures, and the geodesic races below run it once or twice per step (the
+    lung edge refinement of a 512x512x253 CT took 8 s with it, 0.3 s with the shifts)."""
     out = mask.copy()
-    for axis in (a for a in range(3) if a != axial):
-        ahead = [slice(None)] * 3
-        behind = [slice(None)] * 3
+    for axis in axes:
+        ahead = [slice(None)] * mask.ndim
+        behind = [slice(None)] * mask.ndim
         ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
         out[tuple(ahead)] |= mask[tuple(behind)]
         out[tuple(behind)] |= mask[tuple(ahead)]
     return out
+
+
+def dilate_in_plane(mask: np.ndarray, axial: int) -> np.ndarray:
+    """`mask` dilated by one face neighbour within each axial plane (no step across slices)."""
+    return dilate_faces(mask, (a for a in range(3) if a != axial))
 
 
 def refine_lung_edges(left: np.ndarray, right: np.ndarray, hu: np.ndarray, geometry: Geometry, axial: int,

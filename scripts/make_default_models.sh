@@ -14,20 +14,29 @@ LICENCE_COVID="research use only, non-commercial: 3D-IRCADb and MosMedData CC BY
 
 covseg train --config training/recipes/default_lung.toml --out $R/lung_run --resume
 covseg train --config training/recipes/default_infection_pretrain.toml --out $R/infection_pretrain --resume
-covseg train --config training/recipes/default_infection.toml --out $R/infection_run --resume
+# The shipped infection model was trained in legs (24, 40, 100 epochs); a resumed leg restarts the poly
+# learning rate on its new length, so the legs are kept to reproduce it.
+for epochs in 24 40 100; do
+  covseg train --config training/recipes/default_infection.toml --out $R/infection_run --resume --epochs $epochs
+done
 covseg train --config training/recipes/default_liver.toml --out $R/liver_run --resume
 
-export_model() {  # name checkpoint licence [task]
-  covseg export "$2" --out covseg/models/$1 --name $1 --version 1.0.0 --task ${4:-$1} --exporter torchscript \
+export_model() {  # name checkpoint licence version [task]
+  covseg export "$2" --out covseg/models/$1 --name $1 --version $4 --task ${5:-$1} --exporter torchscript \
     --data-licence "$3" --overwrite
 }
-export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL"
-export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID"
+export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
+export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
 # Compact lung (seed 003): truncate the lung model at k = 3, half-width decoder, fine-tune (~10 min).
 [ -f $R/lung_compact_k3_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/lung_run/checkpoints/last --out $R/lung-compact-k3 --name lung-compact --task lung \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_lung_compact.toml \
     --work-dir $R/lung_compact_k3_run --exporter torchscript --overwrite
+# Compact infection (seed 003): the dedicated encoder of the hybrid truncated at k = 3, half-width decoder.
+[ -f $R/infection_compact_run/checkpoints/last/model.safetensors ] || \
+  covseg export $R/infection_run/checkpoints/last --out $R/infection-compact --name infection-compact --task infection \
+    --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_infection_compact.toml \
+    --work-dir $R/infection_compact_run --exporter torchscript --overwrite
 # The phantom-only liver model is evaluated but not shipped (DSC 0.49 on IRCAD 1.17, below 0.90).
 covseg export $R/liver_run/checkpoints/last --out $R/liver --name liver --version 1.0.0 --task liver \
   --exporter torchscript --data-licence "synthetic (covseg phantoms)" --overwrite
@@ -36,11 +45,14 @@ python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/
 python scripts/evaluate_default_models.py lung --models $R --package lung-compact-k3 \
   --out docs/evaluation/lung-compact --record $R/lung_compact_k3_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py infection --models $R --package infection-compact \
+  --out docs/evaluation/infection-compact --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py slices
 python scripts/evaluate_default_models.py liver --models $R --record $R/liver_run/checkpoints/last
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
-export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL"
-export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID"
-export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" lung
+export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
+export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
+export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" 1.0.1 lung
+export_model infection-compact $R/infection_compact_run/checkpoints/last "$LICENCE_COVID" 1.0.0 infection
 covseg models list
