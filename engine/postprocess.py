@@ -259,9 +259,11 @@ def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius
 
 
 # --- lungs ----------------------------------------------------------------------------------
-def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer per step
-    (a geodesic race on the bounding box: each voxel goes to the lung that reaches it first)."""
+def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: int,
+               axes: tuple[int, ...] = (0, 1, 2)) -> tuple[np.ndarray, np.ndarray]:
+    """Give voxels of `extra` next to the lungs to the side they touch, one face-neighbour layer (along
+    `axes`) per step: a geodesic race on the bounding box, each voxel goes to the lung that reaches it
+    first, and to the left one on a tie."""
     # Growth runs through free voxels only, so only lung voxels next to them matter: the box of the
     # free voxels plus one layer gives the same result as the whole volume, much faster.
     box = bounding_box(extra & ~left & ~right, (1, 1, 1))
@@ -269,8 +271,8 @@ def grow_sides(left: np.ndarray, right: np.ndarray, extra: np.ndarray, steps: in
         return left, right
     a, b, free = left[box].copy(), right[box].copy(), extra[box] & ~left[box] & ~right[box]
     for _ in range(steps):
-        grow_a = dilate_faces(a) & free
-        grow_b = dilate_faces(b) & free & ~grow_a
+        grow_a = dilate_faces(a, axes) & free
+        grow_b = dilate_faces(b, axes) & free & ~grow_a
         if not grow_a.any() and not grow_b.any():
             break
         a |= grow_a
@@ -297,15 +299,9 @@ def dilate_faces(mask: np.ndarray, axes: Iterable[int] = (0, 1, 2)) -> np.ndarra
     return out
 
 
-def dilate_in_plane(mask: np.ndarray, axial: int) -> np.ndarray:
-    """`mask` dilated by one face neighbour within each axial plane (no step across slices)."""
-    return dilate_faces(mask, (a for a in range(3) if a != axial))
-
-
 def refine_lung_edges(left: np.ndarray, right: np.ndarray, hu: np.ndarray, geometry: Geometry, axial: int,
                       options: PostprocessOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Lungs grown in-plane, by at most `lung_edge_mm`, into air-density voxels at their edge; a voxel
-    both reach in the same step goes to the left lung (a one-voxel tie on the mediastinal line).
+    """Lungs grown in-plane, by at most `lung_edge_mm`, into air-density voxels at their edge.
 
     Measured on lungdx_a0001 series 2 against the inspected reference: left/right DSC 0.952/0.969
     before, 0.965/0.982 after; the growth stays below the 2.5 mm model voxel, so it cannot reach the
@@ -317,14 +313,8 @@ def refine_lung_edges(left: np.ndarray, right: np.ndarray, hu: np.ndarray, geome
     margin = [0 if axis == axial else steps for axis in range(3)]
     box = bounding_box(left | right, (margin[0], margin[1], margin[2]))
     assert box is not None
-    a, b = left[box].copy(), right[box].copy()
-    free = (hu[box] < options.lung_edge_hu) & ~a & ~b
-    for _ in range(steps):
-        grow_a = dilate_in_plane(a, axial) & free
-        grow_b = dilate_in_plane(b, axial) & free & ~grow_a
-        a |= grow_a
-        b |= grow_b
-        free &= ~(grow_a | grow_b)
+    in_plane_axes = tuple(axis for axis in range(3) if axis != axial)
+    a, b = grow_sides(left[box], right[box], hu[box] < options.lung_edge_hu, steps, in_plane_axes)
     left, right = left.copy(), right.copy()
     left[box], right[box] = a, b
     return left, right

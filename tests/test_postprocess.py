@@ -12,7 +12,7 @@ from covseg.engine.postprocess import (
     StructureMasks,
     axial_axis,
     combine_model_masks,
-    dilate_in_plane,
+    dilate_faces,
     fill_holes,
     groups_of,
     masks_from_classes,
@@ -229,11 +229,12 @@ def test_refined_lung_edges_grow_at_most_the_set_distance_in_plane_only() -> Non
 
 
 @pytest.mark.parametrize("axial", [0, 1, 2])
-def test_dilate_in_plane_equals_a_planar_cross_dilation(axial: int) -> None:
+def test_dilate_faces_in_plane_equals_a_planar_cross_dilation(axial: int) -> None:
     mask = np.random.default_rng(axial).random((7, 9, 11)) < 0.05
     cross = ndimage.generate_binary_structure(3, 1).copy()
     for end in (0, 2):
         index = [1, 1, 1]
         index[axial] = end
         cross[tuple(index)] = False
-    assert np.array_equal(dilate_in_plane(mask, axial), ndimage.binary_dilation(mask, cross))
+    in_plane = tuple(a for a in range(3) if a != axial)
+    assert np.array_equal(dilate_faces(mask, in_plane), ndimage.binary_dilation(mask, cross))
