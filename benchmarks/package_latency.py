@@ -1,6 +1,7 @@
 """CPU latency per window of model packages, side by side -> docs/benchmarks/package_latency.md.
 
-    python benchmarks/package_latency.py covseg/models/lung runs/default_models/lung-compact [--repeats 9]
+    python benchmarks/package_latency.py covseg/models/lung covseg/models/lung-compact \
+        covseg/models/infection runs/default_models/infection-compact [--repeats 9]
 
 Each package runs its own input window (model.json input.patch) in ONNX Runtime, batch 1, with the
 engine's thread setting (2 intra-op threads); the packages are timed round-robin, one call each per
@@ -46,22 +47,25 @@ def measure(packages: list[Path], repeats: int, threads: int) -> dict[Path, floa
 
 
 def table(packages: list[Path], times: dict[Path, float], repeats: int, threads: int) -> str:
-    first = times[packages[0]]
+    metas = {package: json.loads((package / "model.json").read_text()) for package in packages}
+    baseline: dict[str, float] = {}  # the first package of each task: the full model its variants are compared with
+    for package in packages:
+        baseline.setdefault(metas[package]["task"], times[package])
     lines = ["# CPU latency per window of model packages", "",
              f"`benchmarks/package_latency.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{platform.node()} ({platform.machine()}), ONNX Runtime CPU, {threads} threads, median of {repeats} "
-             "round-robin rounds after a warm-up; speed-up relative to the first package.", "",
+             "round-robin rounds after a warm-up; speed-up relative to the first package of the same task.", "",
              "| package (folder) | version | window (z, y, x) | parameters | GMAC / window | file (KB) | ms / window "
              "| speed-up |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for package in packages:
-        meta = json.loads((package / "model.json").read_text())
+        meta = metas[package]
         net, median = meta["network"], times[package]
         folder = package.resolve().relative_to(REPO) if package.resolve().is_relative_to(REPO) else package
         lines.append(f"| {meta['name']} (`{folder}`) | {meta['version']} | {tuple(meta['input']['patch'])} | "
                      f"{net['parameters']:,} | "
                      f"{net['macs_per_window'] / 1e9:.2f} | {net['file_bytes'] / 1024:.0f} | {median * 1000:.0f} | "
-                     f"{first / median:.2f}x |")
+                     f"{baseline[meta['task']] / median:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
