@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from covseg.training import default_evaluation as ev
 
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=None,
                         help="checkpoint folder whose state.json receives the metrics (then export again)")
     args = parser.parse_args()
+    extra: list[dict[str, Any]] = []  # card entries beyond the per-case means
     out = args.out or ROOT / "docs" / "evaluation" / (args.package or args.model)
     if args.model == "lung":
         rows = ev.evaluate_lung(args.models / (args.package or "lung"), args.shared, out)
@@ -34,6 +36,7 @@ def main() -> None:
         result = ev.evaluate_infection(args.models / "lung", infection, args.shared, out)
         rows = result["rows"]
         print(json.dumps(result["false_positives"], indent=2))
+        extra = [ev.false_positive_metric(result["false_positives"])]
     elif args.model == "slices":
         rows = ev.evaluate_covid_slices(args.models / (args.package or "infection"), args.shared, out)
     else:
@@ -42,7 +45,7 @@ def main() -> None:
         print(row["case"], row["structure"], {k: row.get(k) for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
     print(f"tables in {out}")
     if args.record is not None:
-        ev.record_in_checkpoint(args.record, ev.card_metrics(rows))
+        ev.record_in_checkpoint(args.record, ev.card_metrics(rows) + extra, evaluation=args.model)
         print(f"metrics recorded in {args.record}/state.json")
 
 

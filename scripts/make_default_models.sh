@@ -47,7 +47,9 @@ python scripts/evaluate_default_models.py lung --models $R --package lung-compac
 python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --models $R --package infection-compact \
   --out docs/evaluation/infection-compact --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py slices
+python scripts/evaluate_default_models.py slices --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
+  --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --models $R --record $R/liver_run/checkpoints/last
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from covseg.engine.geometry import Geometry
 from covseg.training.default_evaluation import (
     card_metrics,
     components_touching,
+    false_positive_metric,
     grey_to_hu,
     ignoring,
     lung_swapped,
+    record_in_checkpoint,
     tumour_region,
 )
 
@@ -47,10 +53,11 @@ def test_card_metrics_average_per_kind_and_structure() -> None:
 def test_tumour_region_grows_the_boxes_by_the_margin_in_millimetres() -> None:
     boxes = np.zeros((9, 40, 40), dtype=bool)
     boxes[4, 18:22, 18:22] = True
-    region = tumour_region(boxes, (5.0, 1.0, 1.0), margin_mm=10.0)
+    geometry = Geometry(size=boxes.shape[::-1], spacing=(1.0, 1.0, 5.0), origin=(0.0, 0.0, 0.0))
+    region = tumour_region(boxes, geometry, margin_mm=10.0)
     assert region[4, 20, 8] and not region[4, 20, 7]  # 10 mm left of the box edge at x=18, not 11
     assert region[6, 20, 20] and not region[7, 20, 20]  # two 5 mm slices up, not three
-    assert not tumour_region(np.zeros_like(boxes), (5.0, 1.0, 1.0)).any()
+    assert not tumour_region(np.zeros_like(boxes), geometry).any()
 
 
 def test_components_touching_keeps_whole_components_that_reach_the_region() -> None:
@@ -69,3 +76,21 @@ def test_ignoring_clears_the_region_only() -> None:
     region[0] = True
     out = ignoring(labels, region)
     assert (out[0] == 0).all() and (out[1] == 3).all() and (labels == 3).all()
+
+
+def test_each_evaluation_replaces_only_its_own_card_entries(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 3, "metrics": [{"data": "stale"}]}))
+    record_in_checkpoint(tmp_path, [{"data": "synthetic v1"}], evaluation="infection")
+    record_in_checkpoint(tmp_path, [{"data": "slices"}], evaluation="slices")
+    record_in_checkpoint(tmp_path, [{"data": "synthetic v2"}, {"data": "false positives"}], evaluation="infection")
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [m["data"] for m in state["metrics"]] == ["synthetic v2", "false positives", "slices"]
+    assert state["epoch"] == 3
+
+
+def test_false_positive_entry_names_every_series() -> None:
+    entries = [{"case": f"s{i}", "infection_ml": 10.0 * i, "infection_ml_touching_tumour": 6.0 * i,
+                "infection_ml_elsewhere": 4.0 * i} for i in (1, 2)]
+    entry = false_positive_metric(entries)
+    assert "10.0 / 20.0 mL (s1 / s2)" in entry["data"] and "6.0 / 12.0 mL in components touching" in entry["data"]
+    assert "4.0 / 8.0 mL elsewhere" in entry["data"] and entry["cases"] == 2 and entry["dsc"] is None

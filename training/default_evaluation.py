@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from covseg.cli import run
+from covseg.engine.geometry import Geometry
+from covseg.engine.postprocess import FULL, near_mm
 from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, Label
@@ -127,21 +130,14 @@ def tumour_boxes_mask(study: Volume, series_folder: Path, annotations: Path) -> 
     return mask
 
 
-def tumour_region(boxes: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float = TUMOUR_MARGIN_MM
-                  ) -> np.ndarray:
-    """The tumour boxes grown by `margin_mm` (Euclidean, in millimetres): the tumour and its opacity."""
-    from scipy import ndimage
-
-    if not boxes.any():
-        return boxes.copy()
-    return ndimage.distance_transform_edt(~boxes, sampling=spacing_zyx) <= margin_mm
+def tumour_region(boxes: np.ndarray, geometry: Geometry, margin_mm: float = TUMOUR_MARGIN_MM) -> np.ndarray:
+    """The tumour boxes grown by `margin_mm` (centre to centre, in millimetres): the tumour and its opacity."""
+    return near_mm(boxes, np.ones_like(boxes), geometry, margin_mm)
 
 
 def components_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     """The connected components (26-connected) of `mask` that have a voxel in `region`."""
-    from scipy import ndimage
-
-    components, _ = ndimage.label(mask, ndimage.generate_binary_structure(3, 3))
+    components, _ = ndimage.label(mask, FULL)
     touching = np.unique(components[region & mask])
     return np.isin(components, touching[touching > 0])
 
@@ -174,7 +170,7 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
             image = read_study(study)
             reference = lung_reference(image).array
             boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
-            region = tumour_region(boxes, _spacing_zyx(image))
+            region = tumour_region(boxes, image.geometry)
             prediction, report = infer(study, packages, work / "out")
             specificity.append(_false_positives(study.name, prediction, report, boxes, region))
             for variant in range(variants):
@@ -209,8 +205,6 @@ def _false_positives(case: str, prediction: Volume, report: Mapping[str, Any], b
                      region: np.ndarray) -> dict[str, Any]:
     """Infection predicted on a CT without COVID-19: all of it, the part in components that touch the
     annotated tumour (the model calling the tumour's opacity infection), and the rest of the lungs."""
-    from scipy import ndimage
-
     infection = np.isin(prediction.array, [int(v) for v in INFECTION_LABELS])
     at_tumour = components_touching(infection, boxes)
     elsewhere = infection & ~at_tumour
@@ -220,7 +214,7 @@ def _false_positives(case: str, prediction: Volume, report: Mapping[str, Any], b
             "infection_ml_touching_tumour": float(at_tumour.sum() * voxel_ml),
             "infection_ml_elsewhere": float(elsewhere.sum() * voxel_ml),
             "infection_ml_outside_tumour_region": float((infection & ~region).sum() * voxel_ml),
-            "components_elsewhere": int(ndimage.label(elsewhere, ndimage.generate_binary_structure(3, 3))[1]),
+            "components_elsewhere": int(ndimage.label(elsewhere, FULL)[1]),
             "tumour_box_ml": float(boxes.sum() * voxel_ml),
             "tumour_region_ml": float(region.sum() * voxel_ml),
             "report_infection_ml": report["infection"]["volume_ml"],
@@ -251,6 +245,7 @@ def evaluate_liver(package: Path, shared_data: Path, out_dir: Path) -> list[Row]
 SLICE_SPACING_MM = 0.75  # assumed: the crops carry no spacing; 0.75 mm is a 512 matrix over 384 mm
 SLICE_COPIES, SLICE_THICKNESS_MM = 12, 5.0
 PARENCHYMA_HU, TISSUE_HU = -850.0, 40.0
+SLICES_KIND = "50 real 2-D COVID-19 slices (8-bit JPEG greys mapped to HU; rough check)"
 
 
 def grey_to_hu(grey: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
@@ -292,7 +287,7 @@ def evaluate_covid_slices(infection_package: Path, shared_data: Path, out_dir: P
             prediction, _ = infer(path, [infection_package], work / "out")
             middle = np.isin(prediction.array[SLICE_COPIES // 2], [int(v) for v in INFECTION_LABELS])
             scores = overlap_scores(middle, np.ascontiguousarray(truth))
-            rows.append({"case": image_path.stem, "structure": "infection",
+            rows.append({"case": image_path.stem, "structure": "infection", "kind": SLICES_KIND,
                          **{name: scores.get(name) for name in METRIC_NAMES},
                          "truth_voxels": float(truth.sum()), "prediction_voxels": float(middle.sum()),
                          "parenchyma_grey": peaks[0], "tissue_grey": peaks[1]})
@@ -315,10 +310,25 @@ def card_metrics(rows: Sequence[Row]) -> list[dict[str, Any]]:
              "hd95_mm": mean(group, "hd95_mm")} for (kind, structure), group in groups.items()]
 
 
-def record_in_checkpoint(checkpoint: Path, metrics: Sequence[Mapping[str, Any]]) -> None:
-    """Store evaluation metrics in a checkpoint's state.json; `covseg export` puts them in the package
-    metadata and model card."""
+def false_positive_metric(false_positives: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The model-card entry for the infection predicted on the CT without COVID-19 (one per series)."""
+    def each(key: str) -> str:
+        return " / ".join(f"{float(entry[key]):.1f}" for entry in false_positives)
+
+    return {"data": ("lungdx_a0001 as it is (real chest CT, adenocarcinoma, no COVID-19): false-positive infection "
+                     f"{each('infection_ml')} mL ({' / '.join(str(e['case']) for e in false_positives)}), of which "
+                     f"{each('infection_ml_touching_tumour')} mL in components touching the tumour and "
+                     f"{each('infection_ml_elsewhere')} mL elsewhere in the lungs"),
+            "cases": len(false_positives), "dsc": None, "nsd": None, "nsd_tolerance_mm": None, "hd95_mm": None}
+
+
+def record_in_checkpoint(checkpoint: Path, metrics: Sequence[Mapping[str, Any]], evaluation: str = "default") -> None:
+    """Store one evaluation's metrics in a checkpoint's state.json; `covseg export` puts them in the package
+    metadata and model card. Each evaluation (e.g. "infection", "slices") replaces its own entries only, so
+    the card collects several evaluations of one model in the order they were first recorded."""
     path = checkpoint / "state.json"
     state = json.loads(path.read_text())
-    state["metrics"] = [dict(m) for m in metrics]
+    sections = state.setdefault("metric_sections", {})
+    sections[evaluation] = [dict(m) for m in metrics]
+    state["metrics"] = [m for section in sections.values() for m in section]
     path.write_text(json.dumps(state, indent=2))
