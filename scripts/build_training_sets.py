@@ -1,6 +1,6 @@
 """Write the training folders of the default models (issue 11) under runs/default_models/.
 
-    python scripts/build_training_sets.py lung|infection [--shared ../shared/data]
+    python scripts/build_training_sets.py lung|infection|liver [--shared ../shared/data]
 
 The folders hold derived data of licensed images (IRCAD, MosMed: non-commercial, no derivatives):
 they stay local, are never committed, and are rebuilt from ../shared/data by this script.
@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILDERS = {
     "lung": default_models.build_lung_training_set,
     "infection": default_models.build_infection_training_set,
+    "liver": default_models.build_liver_training_set,
 }
 
 
@@ -27,7 +28,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or ROOT / "runs" / "default_models" / f"{args.model}_train"
-    records = BUILDERS[args.model](args.shared, out)
+    if args.model == "liver":  # the liver reference's inspection sheets are kept beside the lungs'
+        records = default_models.build_liver_training_set(args.shared, out, sheets_dir=ROOT / "docs" / "inspection")
+    else:
+        records = BUILDERS[args.model](args.shared, out)
     print(f"{len(records)} cases written to {out}")
 
 

@@ -3,6 +3,7 @@
     python scripts/evaluate_default_models.py lung|infection|slices|liver [--models covseg/models]
     python scripts/evaluate_default_models.py lung --package lung-compact   # a variant: docs/evaluation/lung-compact
     python scripts/evaluate_default_models.py infection|slices --package infection-compact
+    python scripts/evaluate_default_models.py liver --package liver-compact
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def main() -> None:
     elif args.model == "slices":
         rows = ev.evaluate_covid_slices(args.models / (args.package or "infection"), args.shared, out)
     else:
-        rows = ev.evaluate_liver(args.models / "liver", args.shared, out)
+        rows = ev.evaluate_liver(args.models / (args.package or "liver"), args.shared, out)
     for row in rows:
         print(row["case"], row["structure"], {k: row.get(k) for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
     print(f"tables in {out}")
     if args.record is not None:
-        ev.record_in_checkpoint(args.record, ev.card_metrics(rows) + extra, evaluation=args.model)
+        model_rows = [row for row in rows if row.get("kind") != ev.LIVER_BASELINE_KIND]  # a card lists its model only
+        ev.record_in_checkpoint(args.record, ev.card_metrics(model_rows) + extra, evaluation=args.model)
         print(f"metrics recorded in {args.record}/state.json")
 
 

@@ -2,12 +2,11 @@
 
     python scripts/liver_slab_split.py [--epochs 6] [--source runs/default_models/liver_run/checkpoints/last]
 
-The honest synthetic-to-real figure is the phantom-only liver model on 1.17 left out entirely
-(docs/evaluation/liver). This is the other figure issue 11 asks for, and it must not be read as
-the first: the liver of the one labelled patient is cut across at the slice that halves its volume (array order:
-"upper" = the slices with the higher index); fold 1
-fine-tunes the phantom-pre-trained liver model (strategy `continual`) on the upper slab and scores
-the lower one, fold 2 the reverse. Train and test are different voxels of the same patient, scanner
+The honest figure is the default liver model on 1.17 left out entirely (docs/evaluation/liver). This is
+the other figure issue 11 asks for, and it must not be read as the first: the liver of the one labelled
+patient is cut across at the slice that halves its volume (array order: "upper" = the slices with the
+higher index); fold 1 fine-tunes the default liver model (strategy `continual`) on the upper slab and
+scores the lower one, fold 2 the reverse. Train and test are different voxels of the same patient, scanner
 and contrast phase, so this measures how well the model adapts to this patient, not generalisation.
 """
 
@@ -54,6 +53,10 @@ def write_folds(shared: Path, out: Path) -> list[Path]:
     return folds
 
 
+def _mm(value: str | None) -> str:
+    return f"{float(value):.1f}" if value else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
@@ -76,14 +79,14 @@ def main() -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     lines = ["# Liver, same patient: 3D-IRCADb 1.17 split by slab (two folds)", "",
              __doc__.split("\n\n", 2)[2].strip(), "",
-             f"Source: the phantom-only liver model ({args.source.relative_to(ROOT)}), fine-tuned {args.epochs} "
+             f"Source: {args.source.relative_to(ROOT)}, fine-tuned {args.epochs} "
              "epochs with strategy `continual` on one slab; scored on the other with the training predictor "
              "(sliding window on the slab).", "",
              "| fold | trained on | scored on | DSC | NSD | sensitivity | HD95 mm |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         train, test = ("upper", "lower") if r["fold"] == "fold1" else ("lower", "upper")
         lines.append(f"| {r['fold']} | {train} half | {test} half | {float(r['dsc']):.3f} | {float(r['nsd']):.3f} | "
-                     f"{float(r['sensitivity']):.3f} | {r.get('hd95_mm') or '-'} |")
+                     f"{float(r['sensitivity']):.3f} | {_mm(r.get('hd95_mm'))} |")
     (args.docs / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

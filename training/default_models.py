@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, LUNG_LABELS, Label
 from covseg.training.reference_dataset import REAL_LUNG_CASES, reference_case
@@ -141,4 +142,49 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
                     "licence": f"synthetic (covseg); {LICENCE}"})
     (out_dir / "cases.json").write_text(json.dumps({"cases": records, "mosmed_split": {
         k: [p.name for p in v] for k, v in split.items()}}, indent=2))
+    return records
+
+
+# Real CT with classical liver references (liver_reference.py): contrast-enhanced 3D-IRCADb 1.1 only.
+# lungdx_a0001 is unenhanced: its heart and liver differ by a few HU and the classical method grew
+# into the heart (inspected, rejected). 3D-IRCADb 1.17 holds the only manual liver mask and is the
+# left-out test case, never used here.
+REAL_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.case_id == "ircad_1_1")
+
+
+def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 6, real_repeats: int = 3,
+                             seed: int = 500, sheets_dir: Path | None = None) -> list[dict[str, object]]:
+    """The liver model's fine-tuning folder: real CT with classical liver references plus phantoms.
+
+    Each real case is listed `real_repeats` times (links to one file): with one real CT among the
+    phantoms it would otherwise be drawn in one patch of ten. The validation case (sorted last) is a
+    phantom, so that no real liver is spent on validation. `sheets_dir`: inspection contact sheets.
+    """
+    from covseg.training.inspection import SOFT_TISSUE_WINDOW_HU, contact_sheet
+    from covseg.training.liver_reference import liver_reference
+
+    for folder in ("images", "labels"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, object]] = []
+    for case in REAL_LIVER_CASES:
+        image = read_study(shared_data / case.relative_path, series_uid=case.series_uid)
+        reference, intensity = liver_reference(image)
+        _write_pair(out_dir, case.case_id, image, reference.array)
+        if sheets_dir is not None:
+            contact_sheet(image, reference, sheets_dir / f"liver_{case.case_id}.png", every=4, columns=10, tile=160,
+                          window=SOFT_TISSUE_WINDOW_HU,
+                          title=f"{case.case_id}: classical liver reference (soft-tissue window)")
+        for repeat in range(1, real_repeats):
+            for folder in ("images", "labels"):
+                link = out_dir / folder / f"{case.case_id}_r{repeat}.nii.gz"
+                link.unlink(missing_ok=True)
+                link.symlink_to(f"{case.case_id}.nii.gz")
+        records.append({"case": case.case_id, "source": f"real CT, classical liver reference (liver at "
+                        f"{intensity.mode_hu:.0f} HU), listed {real_repeats} times", "licence": case.licence})
+    for i, config in enumerate(phantom_configs(phantoms + 1, seed)):
+        phantom = make_phantom(config)
+        case_id = f"phantom_{config.seed:04d}" if i < phantoms else "zz_validation_phantom"
+        _write_pair(out_dir, case_id, phantom.image, phantom.labels.array * (phantom.labels.array == Label.LIVER))
+        records.append({"case": case_id, "source": f"phantom seed {config.seed}", "licence": "synthetic (covseg)"})
+    (out_dir / "cases.json").write_text(json.dumps(records, indent=2))
     return records

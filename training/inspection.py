@@ -15,11 +15,14 @@ from covseg.engine.volume import Volume
 from covseg.labels import BY_VALUE
 
 LUNG_WINDOW_HU = (-1350.0, 150.0)
+# Abdominal soft-tissue window (W 400, L 50): liver, spleen and muscle are indistinguishable at lung window.
+SOFT_TISSUE_WINDOW_HU = (-150.0, 250.0)
 
 
-def overlay_slice(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """An RGB uint8 image of one axial slice at lung window with label colours blended in."""
-    low, high = LUNG_WINDOW_HU
+def overlay_slice(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45,
+                  window: tuple[float, float] = LUNG_WINDOW_HU) -> np.ndarray:
+    """An RGB uint8 image of one axial slice at the given window with label colours blended in."""
+    low, high = window
     grey = np.clip((hu - low) / (high - low), 0.0, 1.0) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=2)
     for value in np.unique(labels):
@@ -31,7 +34,7 @@ def overlay_slice(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np
 
 
 def contact_sheet(image: Volume, labels: Volume, path: Path, *, every: int = 4, columns: int = 8,
-                  tile: int = 144, title: str = "") -> Path:
+                  tile: int = 144, title: str = "", window: tuple[float, float] = LUNG_WINDOW_HU) -> Path:
     """Write a PNG of every `every`-th axial slice (top of the array first), each labelled with its index."""
     spacing_x, spacing_y = image.geometry.spacing[0], image.geometry.spacing[1]
     height = max(1, round(tile * image.array.shape[1] * spacing_y / (image.array.shape[2] * spacing_x)))
@@ -41,7 +44,7 @@ def contact_sheet(image: Volume, labels: Volume, path: Path, *, every: int = 4, 
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 4), title, fill=(255, 255, 255))
     for n, z in enumerate(indices):
-        rgb = overlay_slice(image.array[z], labels.array[z])
+        rgb = overlay_slice(image.array[z], labels.array[z], window=window)
         picture = Image.fromarray(rgb).resize((tile, height), Image.Resampling.BILINEAR)
         x, y = (n % columns) * tile, 24 + (n // columns) * height
         sheet.paste(picture, (x, y))

@@ -183,11 +183,11 @@ def _close_and_fill(part: np.ndarray, structure: np.ndarray, max_hole_pixels: fl
     local = part[box]
     closed = ndimage.binary_closing(local, structure=structure) | local
     out = np.zeros_like(part)
-    out[box] = _fill_small_holes(closed, max_hole_pixels)
+    out[box] = fill_small_holes(closed, max_hole_pixels)
     return out
 
 
-def _fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
+def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
     """Fill in-plane holes up to `max_pixels` (vessels, small nodules), not the heart or the
     diaphragm dome that a lung can enclose on a slice near the base."""
     filled = mask.copy()
