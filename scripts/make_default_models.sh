@@ -11,6 +11,7 @@ LICENCE_COVID="research use only, non-commercial: 3D-IRCADb and MosMedData CC BY
 
 [ -f $R/lung_train/cases.json ] || python scripts/build_training_sets.py lung
 [ -f $R/infection_train/cases.json ] || python scripts/build_training_sets.py infection
+[ -f $R/liver_train/cases.json ] || python scripts/build_training_sets.py liver
 
 covseg train --config training/recipes/default_lung.toml --out $R/lung_run --resume
 covseg train --config training/recipes/default_infection_pretrain.toml --out $R/infection_pretrain --resume
@@ -19,6 +20,7 @@ covseg train --config training/recipes/default_infection_pretrain.toml --out $R/
 for epochs in 24 40 100; do
   covseg train --config training/recipes/default_infection.toml --out $R/infection_run --resume --epochs $epochs
 done
+covseg train --config training/recipes/default_liver_pretrain.toml --out $R/liver_pretrain --resume
 covseg train --config training/recipes/default_liver.toml --out $R/liver_run --resume
 
 export_model() {  # name checkpoint licence version [task]
@@ -27,6 +29,7 @@ export_model() {  # name checkpoint licence version [task]
 }
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
 export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
+export_model liver $R/liver_run/checkpoints/last "$LICENCE_REAL" 1.0.0
 # Compact lung (seed 003): truncate the lung model at k = 3, half-width decoder, fine-tune (~10 min).
 [ -f $R/lung_compact_k3_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/lung_run/checkpoints/last --out $R/lung-compact-k3 --name lung-compact --task lung \
@@ -37,9 +40,11 @@ export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
   covseg export $R/infection_run/checkpoints/last --out $R/infection-compact --name infection-compact --task infection \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_infection_compact.toml \
     --work-dir $R/infection_compact_run --exporter torchscript --overwrite
-# The phantom-only liver model is evaluated but not shipped (DSC 0.49 on IRCAD 1.17, below 0.90).
-covseg export $R/liver_run/checkpoints/last --out $R/liver --name liver --version 1.0.0 --task liver \
-  --exporter torchscript --data-licence "synthetic (covseg phantoms)" --overwrite
+# Compact liver (seed 003): the liver model truncated at k = 3, half-width decoder.
+[ -f $R/liver_compact_run/checkpoints/last/model.safetensors ] || \
+  covseg export $R/liver_run/checkpoints/last --out $R/liver-compact --name liver-compact --task liver \
+    --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_liver_compact.toml \
+    --work-dir $R/liver_compact_run --exporter torchscript --overwrite
 
 python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/last
 python scripts/evaluate_default_models.py lung --models $R --package lung-compact-k3 \
@@ -50,11 +55,15 @@ python scripts/evaluate_default_models.py infection --models $R --package infect
 python scripts/evaluate_default_models.py slices --record $R/infection_run/checkpoints/last
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py liver --models $R --record $R/liver_run/checkpoints/last
+python scripts/evaluate_default_models.py liver --record $R/liver_run/checkpoints/last
+python scripts/evaluate_default_models.py liver --models $R --package liver-compact \
+  --out docs/evaluation/liver-compact --record $R/liver_compact_run/checkpoints/last
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
 export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
 export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" 1.0.1 lung
 export_model infection-compact $R/infection_compact_run/checkpoints/last "$LICENCE_COVID" 1.0.0 infection
+export_model liver $R/liver_run/checkpoints/last "$LICENCE_REAL" 1.0.0
+export_model liver-compact $R/liver_compact_run/checkpoints/last "$LICENCE_REAL" 1.0.0 liver
 covseg models list

@@ -112,3 +112,25 @@ def test_real_contrast_ct_liver_is_physiological(shared_data: Path) -> None:
     centroid = image.geometry.index_to_lps(np.argwhere(mask)[:, ::-1].mean(axis=0))
     middle = image.geometry.index_to_lps((np.array(image.array.shape[::-1]) - 1) / 2.0)
     assert centroid[0] < middle[0]  # LPS -x: the patient's right
+
+
+def test_with_contrast_the_vessel_dense_lobe_is_kept_and_the_touching_spleen_is_not() -> None:
+    """An enhanced liver (105 HU) whose left part is crossed by bright vessels every 8 mm (strips too thin
+    for the wide erosion) and touches a thick spleen of the same HU."""
+    hu, lungs, liver, spleen = _abdomen()
+    hu[liver | spleen] += 5.0
+    lobe = np.zeros_like(liver)
+    lobe[14:34, 22:42, 26:40] = True  # the lobe reaches from the liver towards the spleen
+    lobe &= ~spleen
+    hu[lobe] = 105.0
+    vessels = lobe & (np.arange(64)[None, None, :] % 4 == 0)  # 2 mm walls of 180 HU every 8 mm along x
+    hu[vessels] = 180.0
+    hu[lobe & ~vessels] += np.random.default_rng(2).normal(0, 8, int((lobe & ~vessels).sum())).astype(np.float32)
+    wide_only = LiverReferenceConfig(opening_mm=6.0, min_seeds=10, enhanced_liver_hu=1000.0)
+    default = LiverReferenceConfig(opening_mm=6.0, min_seeds=10)
+    before, _ = liver_mask(hu, lungs, _grid(hu.shape), wide_only)
+    after, intensity = liver_mask(hu, lungs, _grid(hu.shape), default)
+    parenchyma = lobe & ~vessels
+    assert intensity.mode_hu >= default.enhanced_liver_hu
+    assert (after & parenchyma).sum() > 0.8 * parenchyma.sum() > (before & parenchyma).sum()
+    assert (after & spleen).sum() < 0.05 * spleen.sum()

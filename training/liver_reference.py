@@ -9,16 +9,21 @@ documented classical method, inspected slice by slice on soft-tissue contact she
    (under the right hemidiaphragm), so the mode of its HU histogram is the liver's attenuation and
    the spread around the mode its noise; this adapts to contrast phase (about 105 HU portal venous in
    3D-IRCADb, 47 HU without contrast in lungdx_a0001);
-3. candidates: in-plane median-smoothed HU within `tolerance_sd` spreads of that mode, inside the
-   body and outside the lungs;
+3. candidates: Gaussian-smoothed HU within `tolerance_sd` spreads of that mode, inside the body and
+   outside the lungs, small in-plane holes (vessels, lesions) filled;
 4. the liver: candidates eroded by `opening_mm` (cuts the thin bridges to stomach wall, spleen,
-   heart and muscle that share the liver's HU), the eroded components that hold the dome seeds,
-   grown back within the candidates;
-5. vessels and lesions inside the liver are included: in-plane holes are filled and a small closing
-   smooths the boundary, as radiological liver masks include them.
+   heart and muscle that share the liver's HU), the eroded component that holds most dome seeds,
+   grown back within the candidates; with contrast, the vessel-dense parts (hilum, left lobe) that
+   the wide erosion loses are taken back through a narrow one, near the core and away from other
+   thick organs; edge voxels that the smoothing pushed out of the band are taken back;
+5. vessels and lesions inside the liver are included: in-plane holes are filled, as radiological
+   liver masks include them.
 
 Known limits: without contrast, the liver, spleen, heart and muscles differ by only ~10 HU and the
-erosion is what separates them; a liver whose dome is not under a visible right lung has no seeds.
+erosion is what separates them (on lungdx_a0001 it was not enough: the heart was taken, and that CT
+is not used); a liver whose dome is not under a visible right lung has no seeds; with contrast, the
+pancreatic head, duodenum and inferior vena cava that touch the hilum can be taken
+(docs/inspection/liver_ircad_1_1.png, the lowest slices).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class LiverReferenceConfig:
     tolerance_sd: float = 2.5
     min_tolerance_hu: float = 20.0
     opening_mm: float = 8.0
+    narrow_opening_mm: float = 3.0
+    narrow_reach_mm: float = 20.0
+    enhanced_liver_hu: float = 80.0  # unenhanced liver is 50-70 HU, portal venous phase 100-130 HU
     closing_mm: float = 2.0
     smoothing_mm: float = 1.5
     max_hole_mm2: float = 400.0
@@ -103,7 +111,19 @@ def liver_mask(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry,
         return np.zeros(hu.shape, dtype=bool), intensity
     hits = np.bincount(components[seeds & eroded], minlength=count + 1)[1:]
     core = components == int(np.argmax(hits)) + 1
-    liver = near_mm(core, candidates, geometry, config.opening_mm + config.closing_mm)
+    # Vessel-dense parts of the liver (near the hilum, the left lobe) are thin strips of parenchyma between
+    # enhanced vessels and do not survive the wide erosion: take them back through a narrow one, keeping
+    # its component that holds the wide core, up to `narrow_reach_mm` from it, and never within the wide
+    # opening of another thick organ of the same HU (the spleen, which the left lobe often touches).
+    # Only with contrast: unenhanced vessels share the liver's band and leave no gaps to bridge, while the
+    # spleen and muscles, a few HU apart, would be reached.
+    if intensity.mode_hu >= config.enhanced_liver_hu:
+        narrow = candidates & ~near_mm(~candidates, candidates, geometry, config.narrow_opening_mm)
+        narrow &= ~near_mm(eroded & ~core, narrow, geometry, config.opening_mm)
+        parts, _ = ndimage.label(narrow)
+        kept = np.unique(parts[core & narrow])
+        core = near_mm(core, np.isin(parts, kept[kept > 0]), geometry, config.narrow_reach_mm) | core
+    liver = near_mm(core, candidates, geometry, config.narrow_opening_mm + config.closing_mm)
     # The smoothing pulls edge voxels towards their neighbours' HU and out of the band: take back, within
     # two smoothing widths (at least one voxel) of the liver, the voxels whose own HU is in the band.
     band = (np.abs(hu - intensity.mode_hu) <= tolerance) & (lungs == 0)
