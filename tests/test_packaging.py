@@ -102,3 +102,9 @@ def test_wheel_installs_into_a_fresh_environment(tmp_path: Path) -> None:
     result = subprocess.run([str(python), "-m", "covseg", "models", "list"], env=env, cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_shipped_models_fit_the_wheel_budget() -> None:
+    """Issue 11: all default model packages inside the wheel together at most 30 MB."""
+    total = sum(path.stat().st_size for path in (REPO / "covseg" / "models").rglob("*") if path.is_file())
+    assert total <= 30_000_000, f"shipped model packages take {total:,} bytes"

@@ -222,7 +222,7 @@ def _false_positives(case: str, prediction: Volume, report: Mapping[str, Any], b
             "lung_right_ml": report["structures"]["lung_right"]["volume_ml"]}
 
 
-LIVER_KIND = "real CT, never used for training"
+LIVER_KIND = "3D-IRCADb 1.17 (real contrast-enhanced CT, manual liver mask), never used for training"
 LIVER_BASELINE_KIND = "classical reference method on the same CT (baseline, not a model)"
 
 
