@@ -79,7 +79,7 @@ def main() -> None:
     args.docs.mkdir(parents=True, exist_ok=True)
     lines = ["# Liver, same patient: 3D-IRCADb 1.17 split by slab (two folds)", "",
              __doc__.split("\n\n", 2)[2].strip(), "",
-             f"Source: {args.source.relative_to(ROOT)}, fine-tuned {args.epochs} "
+             f"Source: {args.source.resolve().relative_to(ROOT)}, fine-tuned {args.epochs} "
              "epochs with strategy `continual` on one slab; scored on the other with the training predictor "
              "(sliding window on the slab).", "",
              "| fold | trained on | scored on | DSC | NSD | sensitivity | HD95 mm |", "|---|---|---|---|---|---|---|"]
