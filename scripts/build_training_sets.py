@@ -9,6 +9,7 @@ they stay local, are never committed, and are rebuilt from ../shared/data by thi
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from covseg.training import default_models
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILDERS = {
     "lung": default_models.build_lung_training_set,
     "infection": default_models.build_infection_training_set,
-    "liver": default_models.build_liver_training_set,
+    # the liver reference's inspection sheets are kept beside the lungs'
+    "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
 }
 
 
@@ -28,10 +30,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or ROOT / "runs" / "default_models" / f"{args.model}_train"
-    if args.model == "liver":  # the liver reference's inspection sheets are kept beside the lungs'
-        records = default_models.build_liver_training_set(args.shared, out, sheets_dir=ROOT / "docs" / "inspection")
-    else:
-        records = BUILDERS[args.model](args.shared, out)
+    records = BUILDERS[args.model](args.shared, out)
     print(f"{len(records)} cases written to {out}")
 
 
