@@ -241,20 +241,28 @@ def near_mm(mask: np.ndarray, candidates: np.ndarray, geometry: Geometry, radius
     """
     out = candidates & mask
     rest = candidates & ~mask
-    if radius_mm <= 0 or not rest.any() or not mask.any():
+    outer = bounding_box(rest)
+    if radius_mm <= 0 or outer is None or not mask.any():
         return out
     spacing_zyx = np.asarray(geometry.spacing[::-1], dtype=float)
     margin = tuple(int(r) + 1 for r in np.floor(radius_mm / spacing_zyx))
-    components, _ = ndimage.label(rest, FULL)
+    # Components labelled in the box of the candidates only: labelling the whole volume took 1 s of
+    # the 3.7 s postprocessing of a 512x512x253 CT.
+    components, _ = ndimage.label(rest[outer], FULL)
+    start = [s.start for s in outer]
     for index, found in enumerate(ndimage.find_objects(components), start=1):
         if found is None:
             continue
+        inner = tuple(slice(s.start + o, s.stop + o) for s, o in zip(found, start, strict=True))
         box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
-                    for s, m, n in zip(found, margin, rest.shape, strict=True))
+                    for s, m, n in zip(inner, margin, rest.shape, strict=True))
         if not mask[box].any():
             continue
         distance = ndimage.distance_transform_edt(~mask[box], sampling=spacing_zyx)
-        out[box] |= (components[box] == index) & (distance <= radius_mm)
+        component = np.zeros(distance.shape, dtype=bool)
+        here = tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, box, strict=True))
+        component[here] = components[found] == index
+        out[box] |= component & (distance <= radius_mm)
     return out
 
 

@@ -1,6 +1,6 @@
 """Write the training folders of the default models (issue 11) under runs/default_models/.
 
-    python scripts/build_training_sets.py lung|infection|liver [--shared ../shared/data]
+    python scripts/build_training_sets.py lung|infection|liver|liver_enhanced [--shared ../shared/data]
 
 The folders hold derived data of licensed images (IRCAD, MosMed: non-commercial, no derivatives):
 they stay local, are never committed, and are rebuilt from ../shared/data by this script.
@@ -20,6 +20,9 @@ BUILDERS = {
     "infection": default_models.build_infection_training_set,
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
+    # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)
+    "liver_enhanced": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection",
+                              enhanced_phantoms=6),
 }
 
 

@@ -12,6 +12,7 @@ LICENCE_COVID="research use only, non-commercial: 3D-IRCADb and MosMedData CC BY
 [ -f $R/lung_train/cases.json ] || python scripts/build_training_sets.py lung
 [ -f $R/infection_train/cases.json ] || python scripts/build_training_sets.py infection
 [ -f $R/liver_train/cases.json ] || python scripts/build_training_sets.py liver
+[ -f $R/liver_enhanced_train/cases.json ] || python scripts/build_training_sets.py liver_enhanced
 
 covseg train --config training/recipes/default_lung.toml --out $R/lung_run --resume
 covseg train --config training/recipes/default_infection_pretrain.toml --out $R/infection_pretrain --resume
@@ -22,6 +23,8 @@ for epochs in 24 40 100; do
 done
 covseg train --config training/recipes/default_liver_pretrain.toml --out $R/liver_pretrain --resume
 covseg train --config training/recipes/default_liver.toml --out $R/liver_run --resume
+# liver 1.1.0: 1.0.0 trained further with phantoms in the portal venous phase.
+covseg train --config training/recipes/default_liver_enhanced.toml --out $R/liver_enhanced_run --resume
 
 export_model() {  # name checkpoint licence version [task]
   covseg export "$2" --out covseg/models/$1 --name $1 --version $4 --task ${5:-$1} --exporter torchscript \

@@ -153,12 +153,15 @@ REAL_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.case_id == "ir
 
 
 def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 6, real_repeats: int = 3,
-                             seed: int = 500, sheets_dir: Path | None = None) -> list[dict[str, object]]:
+                             seed: int = 500, sheets_dir: Path | None = None,
+                             enhanced_phantoms: int = 0) -> list[dict[str, object]]:
     """The liver model's fine-tuning folder: real CT with classical liver references plus phantoms.
 
     Each real case is listed `real_repeats` times (links to one file): with one real CT among the
     phantoms it would otherwise be drawn in one patch of ten. The validation case (sorted last) is a
     phantom, so that no real liver is spent on validation. `sheets_dir`: inspection contact sheets.
+    `enhanced_phantoms`: that many more phantoms in the portal venous phase (enhanced heart, great
+    vessels and kidneys beside an enhanced liver; synthesis/contrast.py), seeds after the others.
     """
     from covseg.training.inspection import SOFT_TISSUE_WINDOW_HU, contact_sheet
     from covseg.training.liver_reference import liver_reference
@@ -186,5 +189,12 @@ def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int 
         case_id = f"phantom_{config.seed:04d}" if i < phantoms else "zz_validation_phantom"
         _write_pair(out_dir, case_id, phantom.image, phantom.labels.array * (phantom.labels.array == Label.LIVER))
         records.append({"case": case_id, "source": f"phantom seed {config.seed}", "licence": "synthetic (covseg)"})
+    for config in phantom_configs(enhanced_phantoms, seed + phantoms + 1):
+        config = dataclasses.replace(config, contrast="portal")
+        phantom = make_phantom(config)
+        case_id = f"phantom_{config.seed:04d}_portal"
+        _write_pair(out_dir, case_id, phantom.image, phantom.labels.array * (phantom.labels.array == Label.LIVER))
+        records.append({"case": case_id, "source": f"phantom seed {config.seed}, portal venous phase",
+                        "licence": "synthetic (covseg)"})
     (out_dir / "cases.json").write_text(json.dumps(records, indent=2))
     return records

@@ -68,6 +68,9 @@ class Anatomy:
     liver: np.ndarray  # bool
     airway_lumen: np.ndarray  # float32 occupancy of air inside airways (air bronchograms stay air)
     params: AnatomyParams
+    heart: np.ndarray  # bool, the heart (myocardium and chambers)
+    great_vessels: np.ndarray  # float32 occupancy of the aorta, pulmonary trunk and arteries, SVC
+    spleen: np.ndarray  # bool
 
 
 def diaphragm_height(frame: Frame, p: AnatomyParams) -> np.ndarray:
@@ -118,8 +121,9 @@ def _heart(frame: Frame, p: AnatomyParams, scale: float = 1.0) -> tuple[tuple[sl
     return box, inside
 
 
-def _central_tubes(frame: Frame, p: AnatomyParams) -> tuple[np.ndarray, np.ndarray]:
-    """Occupancy of great vessels (soft tissue), of central airway walls and of their air lumen."""
+def _central_tubes(frame: Frame, p: AnatomyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occupancy of great vessels, of all soft-tissue tubes (the vessels and the central airway walls)
+    and of the airways' air lumen."""
     top = HEIGHT + 20.0
     hz = p.heart[2]
     vessels = [  # aorta (ascending, arch, descending), pulmonary trunk and arteries, SVC, oesophagus
@@ -138,17 +142,19 @@ def _central_tubes(frame: Frame, p: AnatomyParams) -> tuple[np.ndarray, np.ndarr
         (TRACHEA_BOTTOM, HILUM_RIGHT, 6.5, 5.5),
         (TRACHEA_BOTTOM, HILUM_LEFT, 6.0, 5.0),
     ]
-    tissue = np.zeros(frame.shape, dtype=np.float32)
+    great = np.zeros(frame.shape, dtype=np.float32)
     lumen = np.zeros(frame.shape, dtype=np.float32)
-    for start, end, r0, r1 in vessels:
-        draw_tubes(frame, tissue, np.array(start), np.array(end), np.array([r0]), np.array([r1]))
+    for start, end, r0, r1 in vessels[:-1]:  # the last is the oesophagus: soft tissue without blood
+        draw_tubes(frame, great, np.array(start), np.array(end), np.array([r0]), np.array([r1]))
+    tissue = great.copy()  # draw_tubes raises to the occupancy: the other tubes join as a maximum
+    draw_tubes(frame, tissue, *(np.atleast_1d(np.asarray(v, dtype=float)) for v in vessels[-1]))
     for start, end, r0, r1 in airways:
         draw_tubes(frame, tissue, np.array(start), np.array(end), np.array([r0 + 2.0]), np.array([r1 + 1.8]))
         draw_tubes(frame, lumen, np.array(start), np.array(end), np.array([r0]), np.array([r1]))
     # Oesophagus: a collapsed lumen with a little air.
     draw_tubes(frame, lumen, np.array((-4.0, 44.0, top)), np.array((-4.0, 44.0, p.heart[2])), np.array([2.0]),
                np.array([1.5]))
-    return tissue, lumen
+    return great, tissue, lumen
 
 
 def _ellipsoid(frame: Frame, centre: tuple[float, float, float], axes: tuple[float, float, float]
@@ -163,8 +169,9 @@ def _ellipsoid(frame: Frame, centre: tuple[float, float, float], axes: tuple[flo
 
 
 def _abdomen(frame: Frame, p: AnatomyParams, rng: np.random.Generator, below: np.ndarray, hu: np.ndarray
-             ) -> np.ndarray:
-    """Fill the cavity below the diaphragm: liver (right), stomach and spleen (left), bowel and fat."""
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the cavity below the diaphragm: liver (right), stomach and spleen (left), bowel and fat.
+    Returns the liver and spleen masks."""
     Z, Y, X = frame.grids()
     vox = frame.voxel
     top = int(np.searchsorted(frame.z, max(p.dome_right, p.dome_left) + 1.0))  # slices below the domes
@@ -178,6 +185,7 @@ def _abdomen(frame: Frame, p: AnatomyParams, rng: np.random.Generator, below: np
     roof = diaphragm_height(frame, p)[None] - 4.0
     liver[sub] = low & liver_side[None] & (Z[sub[0]] > floor[None]) & (Z[sub[0]] < roof)
     hu[sub][liver[sub]] = c.LIVER_HU + 4.0 * texture[liver[sub]]
+    spleen = np.zeros(frame.shape, dtype=bool)
     for centre, axes, value in (((62.0, -25.0, p.dome_left - 42.0), (38.0, 35.0, 35.0), 15.0),
                                 ((92.0, 48.0, p.dome_left - 45.0), (24.0, 38.0, 40.0), c.SPLEEN_HU)):
         found = _ellipsoid(frame, centre, axes)
@@ -187,10 +195,12 @@ def _abdomen(frame: Frame, p: AnatomyParams, rng: np.random.Generator, below: np
         organ &= below[box]
         hu[box][organ] = value
         liver[box] &= ~organ
+        if value == c.SPLEEN_HU:
+            spleen[box] |= organ
         if value == 15.0:  # stomach: gas rises to the front of the supine patient
             gas = organ & (frame.y[box[1]] < centre[1] - 12.0)[None, :, None]
             hu[box][gas] = c.AIR_HU
-    return liver
+    return liver, spleen
 
 
 def _lung_texture(frame: Frame, rng: np.random.Generator, p: AnatomyParams, lungs: np.ndarray) -> np.ndarray:
@@ -233,13 +243,13 @@ def build_anatomy(frame: Frame, rng: np.random.Generator) -> Anatomy:
     inside = cavity[None] & np.ones((frame.shape[0], 1, 1), dtype=bool)
     below = inside & (base > Z)
     hu[inside & ~below] = c.SOFT_TISSUE_HU
-    liver = _abdomen(frame, p, rng, below, hu)
+    liver, spleen = _abdomen(frame, p, rng, below, hu)
 
     hbox, heart = _heart(frame, p)
     fbox, fat_rim = _heart(frame, p, scale=1.08)
     hu[fbox][fat_rim & (hu[fbox] > -500)] = c.FAT_HU
     hu[hbox][heart] = c.SOFT_TISSUE_HU
-    tissue, lumen = _central_tubes(frame, p)
+    great_vessels, tissue, lumen = _central_tubes(frame, p)
 
     spine = _ellipse(Y, X, VERTEBRA_CENTRE, (VERTEBRA_AXES[0] + 6.0, VERTEBRA_AXES[1] + 6.0))[0] < 1.0
     mediastinum = (np.abs(X) < 7.0) | spine[None] | (tissue > 0.05)
@@ -250,4 +260,7 @@ def build_anatomy(frame: Frame, rng: np.random.Generator) -> Anatomy:
     hu += tissue * (c.SOFT_TISSUE_HU - hu)
     hu += lumen * (c.AIR_HU - hu)
     liver &= tissue < 0.5
-    return Anatomy(hu=hu, lungs=lungs, liver=liver, airway_lumen=lumen, params=p)
+    heart_mask = np.zeros(frame.shape, dtype=bool)
+    heart_mask[hbox] = heart
+    return Anatomy(hu=hu, lungs=lungs, liver=liver, airway_lumen=lumen, params=p, heart=heart_mask,
+                   great_vessels=great_vessels, spleen=spleen & ~lungs)

@@ -31,6 +31,20 @@ CSF_HU = 10.0
 EFFUSION_HU = 10.0
 HU_MIN, HU_MAX = -1024.0, 3071.0
 
+# Portal venous phase (PhantomConfig.contrast = "portal"), 60-80 s after an iodinated bolus: the phase
+# of most abdominal and many chest CTs (3D-IRCADb: liver 102-108 HU by its histogram mode). Blood in
+# the heart, great vessels and pulmonary vessels is brighter than the liver, the myocardium, spleen
+# and renal cortex enhance too: the bright neighbours a liver model must not take. The enhancement
+# (value minus the unenhanced one) is scaled per phantom by a factor in CONTRAST_SCALE.
+CONTRAST_PHASES = ("none", "portal")
+ENHANCED_BLOOD_HU = 170.0
+ENHANCED_MYOCARDIUM_HU = 110.0
+ENHANCED_LIVER_HU = 110.0
+ENHANCED_SPLEEN_HU = 120.0
+ENHANCED_KIDNEY_HU = 170.0  # cortex and medulla together in the nephrographic blush
+UNENHANCED_KIDNEY_HU = 30.0
+CONTRAST_SCALE = (0.8, 1.2)
+
 # Fraction of alveolar air replaced by fluid, per pattern: HU = base + fill * (FLUID_HU - base).
 GGO_FILL = (0.2, 0.5)  # -850 -> about -670 ... -410 HU
 CONSOLIDATION_FILL = (0.86, 0.98)  # -850 -> about -93 ... +13 HU
@@ -48,6 +62,8 @@ LABEL_HU_BANDS: dict[Label, tuple[float, float]] = {
     Label.LESION_NODULE_TUMOUR: (0.0, 60.0),
     Label.LESION_PLEURAL_EFFUSION: (0.0, 20.0),
 }
+# The bands that change in the portal venous phase (the others stay).
+ENHANCED_LABEL_HU_BANDS: dict[Label, tuple[float, float]] = {Label.LIVER: (80.0, 140.0)}
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,9 @@ class PhantomConfig:
     use_mosmed: take COVID-19 lesion shapes from the MosMed masks in `mosmed_dir` (generation time only;
     CC BY-NC-ND 3.0: the masks are not redistributed, phantoms made with them are non-commercial).
     noise_hu: standard deviation of the correlated CT noise.
+    contrast: "none" (unenhanced) or "portal" (portal venous phase: enhanced blood, liver, spleen,
+    myocardium and kidneys; the kidneys are drawn in this phase only). The anatomy and lesions of a seed
+    are the same in both phases.
     """
 
     seed: int = 0
@@ -75,8 +94,11 @@ class PhantomConfig:
     use_mosmed: bool = False
     mosmed_dir: Path | None = field(default=None, compare=True)
     noise_hu: float = 15.0
+    contrast: str = "none"
 
     def __post_init__(self) -> None:
+        if self.contrast not in CONTRAST_PHASES:
+            raise ValueError(f"unknown contrast phase {self.contrast!r}; known: {', '.join(CONTRAST_PHASES)}")
         if len(self.size_xyz) != 3 or any(int(s) < 8 for s in self.size_xyz):
             raise ValueError(f"size_xyz needs three sizes of at least 8 voxels, got {self.size_xyz}")
         if len(self.spacing_xyz) != 3 or any(not s > 0 for s in self.spacing_xyz):

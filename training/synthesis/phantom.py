@@ -10,12 +10,14 @@ for phantoms):
   airway air), split per voxel by the final image HU at DEFAULT_CONSOLIDATION_THRESHOLD_HU (-300):
   below is ground glass, at or above is consolidation. That is the engine's rule, so a perfect
   infection mask gives a perfect split; vessels crossing ground glass therefore count as consolidation.
-- liver: the liver below the right hemidiaphragm (not the great vessels or spine beside it).
+- liver: the liver below the right hemidiaphragm (not the great vessels, spine or, in the portal venous
+  phase, the kidney beside it).
 - lesion_nodule_tumour: solid nodules and tumours in the lung (override infection).
 - lesion_pleural_effusion: pleural fluid, carved out of the lung space (overrides everything in the lung).
 - background (0): everything else (air, wall, bones, mediastinum, heart, abdomen).
 
-Mean HU of each label's interior lies within `config.LABEL_HU_BANDS`. The image is HU rounded to
+Mean HU of each label's interior lies within `config.LABEL_HU_BANDS` (`ENHANCED_LABEL_HU_BANDS` in
+the portal venous phase, `contrast.py`). The image is HU rounded to
 integers (as a scanner stores them) in float32; the same config always gives the same bytes, and the
 anatomy depends only on the seed, so the same seed with and without lesions gives a matched pair.
 """
@@ -33,6 +35,7 @@ from covseg.training.synthesis.airways_vessels import draw_lung_trees
 from covseg.training.synthesis.anatomy import build_anatomy
 from covseg.training.synthesis.bones import add_bones
 from covseg.training.synthesis.config import PhantomConfig
+from covseg.training.synthesis.contrast import blood_hu, enhance
 from covseg.training.synthesis.effusion import add_effusion, effusion_hu
 from covseg.training.synthesis.frame import Frame
 from covseg.training.synthesis.imaging import scanner
@@ -88,19 +91,24 @@ def _lesions(config: PhantomConfig, frame: Frame, rng: np.random.Generator, lung
 
 def make_phantom(config: PhantomConfig) -> Phantom:
     """Draw the phantom `config` describes (numpy + scipy only; seconds for 256x256x128)."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, config.seed]).spawn(5)]
-    anatomy_rng, tree_rng, effusion_rng, lesion_rng, noise_rng = streams
+    # Spawned children do not depend on how many are spawned: the sixth (contrast) leaves the first five
+    # streams, and so every unenhanced phantom, as they were.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, config.seed]).spawn(6)]
+    anatomy_rng, tree_rng, effusion_rng, lesion_rng, noise_rng, contrast_rng = streams
     if config.use_mosmed and "covid" in config.lesions:
         from covseg.training.synthesis.mosmed_shapes import mask_files
 
         mask_files(config.mosmed_dir)  # fail before the work when the masks are absent
     frame = Frame.for_grid(config.size_xyz, config.spacing_xyz)
     anatomy = build_anatomy(frame, anatomy_rng)
+    scale = float(contrast_rng.uniform(*c.CONTRAST_SCALE))
+    if config.contrast == "portal":
+        enhance(frame, anatomy, scale, contrast_rng)
     add_bones(frame, anatomy.params, anatomy.hu)
     hu = anatomy.hu
     trees = draw_lung_trees(frame, anatomy.lungs, tree_rng)
     lungs = anatomy.lungs
-    for occupancy, value in ((trees.vessels, c.SOFT_TISSUE_HU), (trees.walls, c.SOFT_TISSUE_HU),
+    for occupancy, value in ((trees.vessels, blood_hu(config.contrast, scale)), (trees.walls, c.SOFT_TISSUE_HU),
                              (trees.lumen, c.AIR_HU)):
         hu[lungs] += (occupancy[lungs] * (value - hu[lungs])).astype(np.float32)
     lumen = np.maximum(anatomy.airway_lumen, trees.lumen)
