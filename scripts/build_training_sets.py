@@ -1,6 +1,6 @@
 """Write the training folders of the default models (issue 11) under runs/default_models/.
 
-    python scripts/build_training_sets.py lung|infection|liver|liver_enhanced [--shared ../shared/data]
+    python scripts/build_training_sets.py MODEL [--shared ../shared/data]   (MODEL: see BUILDERS)
 
 The folders hold derived data of licensed images (IRCAD, MosMed: non-commercial, no derivatives):
 they stay local, are never committed, and are rebuilt from ../shared/data by this script.
@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILDERS = {
     "lung": default_models.build_lung_training_set,
     "infection": default_models.build_infection_training_set,
+    # infection 1.2.0: the same cases plus phantoms with the dependent density band of normal lung
+    "infection_dependent": partial(default_models.build_infection_training_set, dependent_phantoms=6),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)

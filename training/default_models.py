@@ -92,14 +92,16 @@ def mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
 
 
 def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 10, real_variants: int = 4,
-                                 seed: int = 300, exclude_patients: Sequence[str] = ("lungdx_a0001",)
-                                 ) -> list[dict[str, object]]:
+                                 seed: int = 300, exclude_patients: Sequence[str] = ("lungdx_a0001",),
+                                 dependent_phantoms: int = 0) -> list[dict[str, object]]:
     """The infection model's training folder: COVID-19 lesions synthesised into real lungs and phantoms.
 
     Lesion shapes come from the MosMed *train* split only (lesion_insertion.split_mosmed); the
     validation case (id sorted last, as `build_cases` takes the last cases to validate) uses the
     validation split. `exclude_patients` stays out entirely: lungdx_a0001 is the held-out anatomy of
-    the evaluation and the real CT on which false positives are measured.
+    the evaluation and the real CT on which false positives are measured. `dependent_phantoms`: that
+    many more phantoms with the dependent density band of normal lung (synthesis/dependent.py), every
+    other one without lesions: negatives for the band that is not infection.
     """
     from covseg.training.lesion_insertion import insert_covid, split_mosmed
     from covseg.training.synthesis.mosmed_shapes import LICENCE, mask_files
@@ -132,6 +134,16 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
         write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
         records.append({"case": case_id, "source": f"phantom seed {config.seed}, lesions {list(config.lesions)}",
                         "licence": f"synthetic (covseg); {LICENCE}"})
+    for i, config in enumerate(phantom_configs(dependent_phantoms, seed + phantoms)):
+        lesions = ("covid", *(k for k in config.lesions if k != "covid")) if i % 2 else ()
+        config = dataclasses.replace(config, lesions=lesions, dependent_density=True, use_mosmed=True,
+                                     mosmed_dir=mosmed_train)
+        phantom = make_phantom(config)
+        case_id = f"phantom_{config.seed:04d}_dependent"
+        write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")
+        write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+        records.append({"case": case_id, "source": f"phantom seed {config.seed}, dependent density band, lesions "
+                        f"{list(config.lesions)}", "licence": f"synthetic (covseg); {LICENCE}"})
     mosmed_val = mosmed_split_folder(out_dir / "validation_shapes", split["validation"])
     validation = make_phantom(PhantomConfig(seed=seed + 999, size_xyz=(192, 192, 72), spacing_xyz=(2.0, 2.0, 5.0),
                                             lesions=("covid",), lesion_count=8, use_mosmed=True,

@@ -159,7 +159,10 @@ class Session:
         self.strategy: Strategy = get_strategy(config)
         seed_everything(config.run.seed, 2**31, 0)  # network initialisation: the same on every rank
         if checkpoint is not None:
-            if checkpoint.config.strategy.name != config.strategy.name:
+            # A checkpoint recovered from a model package (package_weights.py) carries no strategy: it
+            # resumes under the recipe's, which freezes what that strategy freezes.
+            recovered = "recovered_from_package" in checkpoint.state
+            if checkpoint.config.strategy.name != config.strategy.name and not recovered:
                 raise InputError(f"{self.last}: was trained with strategy {checkpoint.config.strategy.name!r}, "
                                  f"not {config.strategy.name!r}; use another --out or no --resume")
             prepared: Prepared = self.strategy.restore(checkpoint.config.network)

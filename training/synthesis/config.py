@@ -82,6 +82,8 @@ class PhantomConfig:
     contrast: "none" (unenhanced) or "portal" (portal venous phase: enhanced blood, liver, spleen,
     myocardium and kidneys; the kidneys are drawn in this phase only). The anatomy and lesions of a seed
     are the same in both phases.
+    dependent_density: draw the denser band of normal lung along the posterior pleura of the lung bases
+    (`dependent.py`), labelled lung: real CTs without disease have it.
     """
 
     seed: int = 0
@@ -95,6 +97,7 @@ class PhantomConfig:
     mosmed_dir: Path | None = field(default=None, compare=True)
     noise_hu: float = 15.0
     contrast: str = "none"
+    dependent_density: bool = False
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRAST_PHASES:

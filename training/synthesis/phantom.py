@@ -36,6 +36,7 @@ from covseg.training.synthesis.anatomy import build_anatomy
 from covseg.training.synthesis.bones import add_bones
 from covseg.training.synthesis.config import PhantomConfig
 from covseg.training.synthesis.contrast import blood_hu, enhance
+from covseg.training.synthesis.dependent import dependent_fill
 from covseg.training.synthesis.effusion import add_effusion, effusion_hu
 from covseg.training.synthesis.frame import Frame
 from covseg.training.synthesis.imaging import scanner
@@ -91,10 +92,10 @@ def _lesions(config: PhantomConfig, frame: Frame, rng: np.random.Generator, lung
 
 def make_phantom(config: PhantomConfig) -> Phantom:
     """Draw the phantom `config` describes (numpy + scipy only; seconds for 256x256x128)."""
-    # Spawned children do not depend on how many are spawned: the sixth (contrast) leaves the first five
-    # streams, and so every unenhanced phantom, as they were.
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, config.seed]).spawn(6)]
-    anatomy_rng, tree_rng, effusion_rng, lesion_rng, noise_rng, contrast_rng = streams
+    # Spawned children do not depend on how many are spawned: the sixth (contrast) and seventh (dependent
+    # density) leave the first five streams, and so every phantom without those options, as they were.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([GENERATOR_VERSION, config.seed]).spawn(7)]
+    anatomy_rng, tree_rng, effusion_rng, lesion_rng, noise_rng, contrast_rng, dependent_rng = streams
     if config.use_mosmed and "covid" in config.lesions:
         from covseg.training.synthesis.mosmed_shapes import mask_files
 
@@ -123,7 +124,10 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     fields, lesion_records = _lesions(config, frame, lesion_rng, lungs, cavity)
     records += lesion_records
 
-    fill = np.maximum(fields.fill, compressed)[lungs] * (1.0 - lumen[lungs])
+    fill = np.maximum(fields.fill, compressed)
+    if config.dependent_density:
+        np.maximum(fill, dependent_fill(frame, dependent_rng, lungs), out=fill)
+    fill = fill[lungs] * (1.0 - lumen[lungs])
     hu[lungs] += (fill * (c.FLUID_HU - hu[lungs])).astype(np.float32)
     solid = fields.solid > 0
     hu[solid] += fields.solid[solid] * (fields.solid_hu[solid] - hu[solid])
