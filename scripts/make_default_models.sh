@@ -11,6 +11,7 @@ LICENCE_COVID="research use only, non-commercial: 3D-IRCADb and MosMedData CC BY
 
 [ -f $R/lung_train/cases.json ] || python scripts/build_training_sets.py lung
 [ -f $R/infection_train/cases.json ] || python scripts/build_training_sets.py infection
+[ -f $R/infection_dependent_train/cases.json ] || python scripts/build_training_sets.py infection_dependent
 [ -f $R/liver_train/cases.json ] || python scripts/build_training_sets.py liver
 [ -f $R/liver_enhanced_train/cases.json ] || python scripts/build_training_sets.py liver_enhanced
 
@@ -21,6 +22,15 @@ covseg train --config training/recipes/default_infection_pretrain.toml --out $R/
 for epochs in 24 40 100; do
   covseg train --config training/recipes/default_infection.toml --out $R/infection_run --resume --epochs $epochs
 done
+# infection 1.2.0: 1.1.0 trained on to 120 epochs with the dependent-density phantoms. The shipped run
+# started from 1.1.0 recovered from its package (training/package_weights.py), as the runs/ folder of
+# 1.1.0 was gone; from a full rebuild, 1.1.0's own checkpoint is the start.
+if [ ! -f $R/infection_dependent_run/checkpoints/last/model.safetensors ]; then
+  mkdir -p $R/infection_dependent_run/checkpoints
+  cp -r $R/infection_run/checkpoints/last $R/infection_dependent_run/checkpoints/last
+fi
+covseg train --config training/recipes/default_infection_dependent.toml --out $R/infection_dependent_run --resume \
+  --epochs 120
 covseg train --config training/recipes/default_liver_pretrain.toml --out $R/liver_pretrain --resume
 covseg train --config training/recipes/default_liver.toml --out $R/liver_run --resume
 # liver 1.1.0: 1.0.0 trained further with phantoms in the portal venous phase.

@@ -151,3 +151,47 @@ def test_finetune_from_a_package_trains_evaluates_and_exports(tmp_path: Path) ->
     assert meta["provenance"]["pretrained_from"] == str(out / "source_checkpoint")
     assert run(["finetune", "--from", "no-such-model", "--data", str(data), "--strategy", "hybrid",
                 "--out", str(tmp_path / "x")]) == ModelPackageError.exit_code
+
+
+def test_a_recovered_checkpoint_resumes_under_the_recipe_strategy_on_its_schedule(tmp_path: Path) -> None:
+    """A package recovered into a run's checkpoints/last continues training (the shipped infection 1.2.0
+    was made so): it carries no strategy, so the recipe's applies, and the learning rate is the poly
+    schedule's at the recovered epoch, not the schedule's start."""
+    package, _ = _exported(tmp_path, "torchscript", family="hybrid", fusion_min_channels=2)
+    out = tmp_path / "run"
+    checkpoint_from_package(package, out / "checkpoints" / "last")  # epoch 3, as exported
+    data = _pairs_dataset(tmp_path / "data")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f"""
+[data]
+source = "dataset"
+path = "{data}"
+classes = ["background", "infection"]
+spacing_zyx_mm = [8.0, 8.0, 8.0]
+validation_cases = 1
+[network]
+family = "hybrid"
+features = [4, 8, 16]
+strides = [1, 2, 2]
+deep_supervision = 1
+fusion_min_channels = 2
+[strategy]
+name = "hybrid"
+pretrained = "{out / 'not-read-on-resume'}"
+[schedule]
+epochs = 4
+patch_zyx = [16, 16, 16]
+iterations_per_epoch = 1
+batch_size = 1
+[augmentation]
+enabled = false
+[run]
+device = "cpu"
+amp = false
+""")
+    assert run(["train", "--config", str(recipe), "--out", str(out), "--resume"]) == 0
+    state = json.loads((out / "checkpoints/last/state.json").read_text())
+    assert state["epoch"] == 4
+    lrs = [entry["lr"] for entry in state["history"]]
+    base = json.loads((out / "checkpoints/last/config.json").read_text())["optimiser"]["lr"]
+    assert len(lrs) == 1 and lrs[0][0] == pytest.approx(base * (1 - 3 / 4) ** 0.9)  # epoch 4 of 4, not 1 of 4

@@ -179,6 +179,8 @@ class Session:
         self.epoch_lr: list[float] = []
         if checkpoint is not None:
             restore_training(checkpoint, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+            if "scheduler" not in checkpoint.state:  # recovered from a package: the schedule at its epoch
+                self.scheduler.last_epoch = checkpoint.epoch
             follow_schedule(self.optimizer, self.scheduler)
             self.start_epoch, self.history = checkpoint.epoch, list(checkpoint.state.get("history", []))
             if "scaler" in checkpoint.state:
