@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default models from ../shared/data (issue 11): training sets, training, export,
 # evaluation through `covseg infer`, metrics recorded into the checkpoints, final export with model
-# cards. About 2 hours on 2 CPU cores. Every training step resumes (--resume) if interrupted.
+# cards. About 2.5 hours on 2 CPU cores. Every training step resumes (--resume) if interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -41,13 +41,15 @@ export_model() {  # name checkpoint licence version [task]
     --data-licence "$3" --overwrite
 }
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
-export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
-export_model liver $R/liver_run/checkpoints/last "$LICENCE_REAL" 1.0.0
+export_model infection $R/infection_dependent_run/checkpoints/last "$LICENCE_COVID" 1.2.0
+export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 # Compact lung (seed 003): truncate the lung model at k = 3, half-width decoder, fine-tune (~10 min).
 [ -f $R/lung_compact_k3_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/lung_run/checkpoints/last --out $R/lung-compact-k3 --name lung-compact --task lung \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_lung_compact.toml \
     --work-dir $R/lung_compact_k3_run --exporter torchscript --overwrite
+# The compact variants were made from infection 1.1.0 and liver 1.0.0 (infection_run, liver_run) and
+# are not remade from 1.2.0 / 1.1.0.
 # Compact infection (seed 003): the dedicated encoder of the hybrid truncated at k = 3, half-width decoder.
 [ -f $R/infection_compact_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/infection_run/checkpoints/last --out $R/infection-compact --name infection-compact --task infection \
@@ -62,21 +64,21 @@ export_model liver $R/liver_run/checkpoints/last "$LICENCE_REAL" 1.0.0
 python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/last
 python scripts/evaluate_default_models.py lung --models $R --package lung-compact-k3 \
   --out docs/evaluation/lung-compact --record $R/lung_compact_k3_run/checkpoints/last
-python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py infection --record $R/infection_dependent_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --models $R --package infection-compact \
   --out docs/evaluation/infection-compact --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py slices --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py slices --record $R/infection_dependent_run/checkpoints/last
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py liver --record $R/liver_run/checkpoints/last
+python scripts/evaluate_default_models.py liver --record $R/liver_enhanced_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --models $R --package liver-compact \
   --out docs/evaluation/liver-compact --record $R/liver_compact_run/checkpoints/last
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
-export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
+export_model infection $R/infection_dependent_run/checkpoints/last "$LICENCE_COVID" 1.2.0
 export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" 1.0.1 lung
 export_model infection-compact $R/infection_compact_run/checkpoints/last "$LICENCE_COVID" 1.0.0 infection
-export_model liver $R/liver_run/checkpoints/last "$LICENCE_REAL" 1.0.0
+export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 export_model liver-compact $R/liver_compact_run/checkpoints/last "$LICENCE_REAL" 1.0.0 liver
 covseg models list

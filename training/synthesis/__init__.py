@@ -11,8 +11,9 @@ Label semantics are documented once, in `covseg.training.synthesis.phantom`; HU 
 
 Modules: config (PhantomConfig, tissue HU), frame (reference frame), anatomy, bones, airways_vessels,
 raster (tube drawing), sites (where lesions go), lesions (COVID-19 patterns, nodules), effusion,
-mosmed_shapes (real lesion shapes, CC BY-NC-ND, generation time only), imaging (texture, blur, noise),
-phantom (make_phantom), dicom_series, study.
+contrast (portal venous phase: enhanced blood, liver, spleen, kidneys), dependent (the dependent density
+band of normal lung), mosmed_shapes (real lesion shapes, CC BY-NC-ND, generation time only), imaging
+(texture, blur, noise), phantom (make_phantom), dicom_series, study.
 """
 
 from covseg.training.synthesis.config import LABEL_HU_BANDS, LESION_KINDS, PhantomConfig
