@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILDERS = {
     "lung": default_models.build_lung_training_set,
     "infection": default_models.build_infection_training_set,
-    # infection 1.2.0: the same cases plus phantoms with the dependent density band of normal lung
+    # experiment (not shipped): the same cases plus phantoms with the dependent density band of normal lung
     "infection_dependent": partial(default_models.build_infection_training_set, dependent_phantoms=6),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),

@@ -11,7 +11,6 @@ LICENCE_COVID="research use only, non-commercial: 3D-IRCADb and MosMedData CC BY
 
 [ -f $R/lung_train/cases.json ] || python scripts/build_training_sets.py lung
 [ -f $R/infection_train/cases.json ] || python scripts/build_training_sets.py infection
-[ -f $R/infection_dependent_train/cases.json ] || python scripts/build_training_sets.py infection_dependent
 [ -f $R/liver_train/cases.json ] || python scripts/build_training_sets.py liver
 [ -f $R/liver_enhanced_train/cases.json ] || python scripts/build_training_sets.py liver_enhanced
 
@@ -22,15 +21,6 @@ covseg train --config training/recipes/default_infection_pretrain.toml --out $R/
 for epochs in 24 40 100; do
   covseg train --config training/recipes/default_infection.toml --out $R/infection_run --resume --epochs $epochs
 done
-# infection 1.2.0: 1.1.0 trained on to 120 epochs with the dependent-density phantoms. The shipped run
-# started from 1.1.0 recovered from its package (training/package_weights.py), as the runs/ folder of
-# 1.1.0 was gone; from a full rebuild, 1.1.0's own checkpoint is the start.
-if [ ! -f $R/infection_dependent_run/checkpoints/last/model.safetensors ]; then
-  mkdir -p $R/infection_dependent_run/checkpoints
-  cp -r $R/infection_run/checkpoints/last $R/infection_dependent_run/checkpoints/last
-fi
-covseg train --config training/recipes/default_infection_dependent.toml --out $R/infection_dependent_run --resume \
-  --epochs 120
 covseg train --config training/recipes/default_liver_pretrain.toml --out $R/liver_pretrain --resume
 covseg train --config training/recipes/default_liver.toml --out $R/liver_run --resume
 # liver 1.1.0: 1.0.0 trained further with phantoms in the portal venous phase.
@@ -41,15 +31,14 @@ export_model() {  # name checkpoint licence version [task]
     --data-licence "$3" --overwrite
 }
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
-export_model infection $R/infection_dependent_run/checkpoints/last "$LICENCE_COVID" 1.2.0
+export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
 export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 # Compact lung (seed 003): truncate the lung model at k = 3, half-width decoder, fine-tune (~10 min).
 [ -f $R/lung_compact_k3_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/lung_run/checkpoints/last --out $R/lung-compact-k3 --name lung-compact --task lung \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_lung_compact.toml \
     --work-dir $R/lung_compact_k3_run --exporter torchscript --overwrite
-# The compact variants were made from infection 1.1.0 and liver 1.0.0 (infection_run, liver_run) and
-# are not remade from 1.2.0 / 1.1.0.
+# The compact liver variant was made from liver 1.0.0 (liver_run) and is not remade from 1.1.0.
 # Compact infection (seed 003): the dedicated encoder of the hybrid truncated at k = 3, half-width decoder.
 [ -f $R/infection_compact_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/infection_run/checkpoints/last --out $R/infection-compact --name infection-compact --task infection \
@@ -64,10 +53,10 @@ export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/last
 python scripts/evaluate_default_models.py lung --models $R --package lung-compact-k3 \
   --out docs/evaluation/lung-compact --record $R/lung_compact_k3_run/checkpoints/last
-python scripts/evaluate_default_models.py infection --record $R/infection_dependent_run/checkpoints/last
+python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --models $R --package infection-compact \
   --out docs/evaluation/infection-compact --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py slices --record $R/infection_dependent_run/checkpoints/last
+python scripts/evaluate_default_models.py slices --record $R/infection_run/checkpoints/last
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --record $R/liver_enhanced_run/checkpoints/last
@@ -76,7 +65,7 @@ python scripts/evaluate_default_models.py liver --models $R --package liver-comp
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
-export_model infection $R/infection_dependent_run/checkpoints/last "$LICENCE_COVID" 1.2.0
+export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
 export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" 1.0.1 lung
 export_model infection-compact $R/infection_compact_run/checkpoints/last "$LICENCE_COVID" 1.0.0 infection
 export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0

@@ -154,9 +154,9 @@ def test_finetune_from_a_package_trains_evaluates_and_exports(tmp_path: Path) ->
 
 
 def test_a_recovered_checkpoint_resumes_under_the_recipe_strategy_on_its_schedule(tmp_path: Path) -> None:
-    """A package recovered into a run's checkpoints/last continues training (the shipped infection 1.2.0
-    was made so): it carries no strategy, so the recipe's applies, and the learning rate is the poly
-    schedule's at the recovered epoch, not the schedule's start."""
+    """A package recovered into a run's checkpoints/last continues training (the infection
+    dependent-density experiment was made so): it carries no strategy, so the recipe's applies, and the
+    learning rate is the poly schedule's at the recovered epoch, not the schedule's start."""
     package, _ = _exported(tmp_path, "torchscript", family="hybrid", fusion_min_channels=2)
     out = tmp_path / "run"
     checkpoint_from_package(package, out / "checkpoints" / "last")  # epoch 3, as exported
