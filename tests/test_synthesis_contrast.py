@@ -73,3 +73,14 @@ def test_blood_and_kidneys_are_brighter_than_the_enhanced_liver(pair: tuple[Phan
     # unenhanced, the same chambers are darker than the liver
     assert _interior_mean(pair[0].image.array, chambers) < _interior_mean(pair[0].image.array,
                                                                          pair[0].labels.array == Label.LIVER)
+
+
+def test_each_phase_has_its_own_identifiers(pair: tuple[Phantom, Phantom]) -> None:
+    """Two different images must not share a SeriesInstanceUID; options at their defaults leave the UIDs of
+    phantoms made before the options existed (the committed sample) unchanged."""
+    from covseg.training.synthesis.phantom import study_info
+
+    plain, portal = (p.image.info for p in pair)
+    assert plain.series_instance_uid != portal.series_instance_uid
+    assert study_info(replace(PORTAL, contrast="none")) == study_info(PLAIN)
+    assert study_info(replace(PLAIN, dependent_density=True)).series_instance_uid != plain.series_instance_uid

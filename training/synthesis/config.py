@@ -96,8 +96,10 @@ class PhantomConfig:
     use_mosmed: bool = False
     mosmed_dir: Path | None = field(default=None, compare=True)
     noise_hu: float = 15.0
-    contrast: str = "none"
-    dependent_density: bool = False
+    # Options added after the committed sample: out of the repr, which seeds the phantom's UIDs, so that
+    # phantoms without them keep their identifiers (phantom.study_info adds them when set).
+    contrast: str = field(default="none", repr=False)
+    dependent_density: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRAST_PHASES:

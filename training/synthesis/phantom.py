@@ -44,6 +44,7 @@ from covseg.training.synthesis.lesions import LesionFields, LesionRecord, add_co
 from covseg.training.synthesis.sites import Sites
 
 GENERATOR_VERSION = 1  # bump when the same config would draw a different phantom
+LATER_OPTIONS = ("contrast", "dependent_density")  # not in PhantomConfig's repr (see there)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +61,9 @@ def study_info(config: PhantomConfig) -> StudyInfo:
     """Deterministic, obviously synthetic identifiers for a phantom."""
     from pydicom.uid import generate_uid
 
-    key = f"covseg-phantom-v{GENERATOR_VERSION}:{config!r}"
+    later = {name: getattr(config, name) for name in LATER_OPTIONS
+             if getattr(config, name) != PhantomConfig.__dataclass_fields__[name].default}
+    key = f"covseg-phantom-v{GENERATOR_VERSION}:{config!r}" + (f":{later}" if later else "")
     return StudyInfo(format="array", modality="CT", patient_id=f"PHANTOM-{config.seed}",
                      patient_name="COVSEG^PHANTOM", study_date="2020-04-01",
                      study_instance_uid=generate_uid(entropy_srcs=[key, "study"]),
