@@ -60,6 +60,7 @@ python scripts/evaluate_default_models.py slices --record $R/infection_run/check
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --record $R/liver_enhanced_run/checkpoints/last
+python scripts/liver_slab_split.py  # same patient, split by slab: docs/evaluation/liver_same_patient (~15 min)
 python scripts/evaluate_default_models.py liver --models $R --package liver-compact \
   --out docs/evaluation/liver-compact --record $R/liver_compact_run/checkpoints/last
 
