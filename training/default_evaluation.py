@@ -89,10 +89,9 @@ def evaluate_lung(package: Path, shared_data: Path, out_dir: Path, *, phantom_se
             reference = lung_reference(image).array
             prediction, report = infer(study, [package], work / "out")
             rows += _lung_rows(Path(relative).name, "real CT, left-out patient", prediction, reference, report)
-            # The reference fills the hilar tumour into the lung; the model may leave it out: the same
-            # case scored with the tumour region set aside says how much of the difference is that mass.
-            boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
-            region = tumour_region(boxes, image.geometry)
+            # The same case scored with the tumour region set aside: how much of the difference between
+            # model and reference lies at the annotated tumour.
+            _, region = lungdx_tumour(image, study, shared_data)
             rows += _lung_rows(Path(relative).name, "real CT, left-out patient, tumour region ignored",
                                prediction.with_array(ignoring(prediction.array, region)),
                                ignoring(reference, region), report)
@@ -143,6 +142,12 @@ def tumour_region(boxes: np.ndarray, geometry: Geometry, margin_mm: float = TUMO
     return near_mm(boxes, np.ones_like(boxes), geometry, margin_mm)
 
 
+def lungdx_tumour(image: Volume, series_folder: Path, shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(tumour boxes, tumour region) of a lungdx_a0001 series."""
+    boxes = tumour_boxes_mask(image, series_folder, shared_data / "lungdx_a0001_chest_ct" / "annotations")
+    return boxes, tumour_region(boxes, image.geometry)
+
+
 def components_touching(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     """The connected components (26-connected) of `mask` that have a voxel in `region`."""
     components, _ = ndimage.label(mask, FULL)
@@ -177,8 +182,7 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
             study = shared_data / relative
             image = read_study(study)
             reference = lung_reference(image).array
-            boxes = tumour_boxes_mask(image, study, shared_data / "lungdx_a0001_chest_ct" / "annotations")
-            region = tumour_region(boxes, image.geometry)
+            boxes, region = lungdx_tumour(image, study, shared_data)
             prediction, report = infer(study, packages, work / "out")
             specificity.append(_false_positives(study.name, prediction, report, boxes, region))
             for variant in range(variants):
