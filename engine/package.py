@@ -106,6 +106,7 @@ class ModelPackage:
     sha256: str
     opset: int
     parity: dict[str, Any] | None = None
+    threshold: float | None = None  # two-class models: foreground where its probability exceeds this
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -242,9 +243,10 @@ def _parse(reader: _Json, folder: Path) -> dict[str, Any]:
     if not isinstance(provenance, dict):
         raise reader.fail("provenance", "must be an object")
     parity = reader.get("parity", None)
+    classes = _parse_classes(reader)
     return {
         "name": reader.text("name"), "version": reader.text("version"), "task": reader.text("task"),
-        "classes": _parse_classes(reader),
+        "classes": classes,
         "channels": int(reader.number("input.channels", positive=True)),
         "spacing_mm": reader.triple("input.spacing_mm", integer=False),
         "patch": patch, "divisor": divisor, "crop": crop, "normalization": _parse_normalization(reader),
@@ -255,7 +257,21 @@ def _parse(reader: _Json, folder: Path) -> dict[str, Any]:
         "provenance": provenance, "metrics": tuple(metrics), "licence": reader.text("licence"),
         "opset": int(reader.number("onnx.opset", positive=True)),
         "parity": parity if isinstance(parity, dict) else None,
+        "threshold": _parse_threshold(reader, len(classes)),
     }
+
+
+def _parse_threshold(reader: _Json, num_classes: int) -> float | None:
+    """output.threshold: the operating point of a two-class model (absent: argmax, i.e. 0.5)."""
+    value = reader.get("output.threshold", None)
+    if value is None:
+        return None
+    threshold = reader.number("output.threshold", value)
+    if num_classes != 2:
+        raise reader.fail("output.threshold", f"is only for two-class models; this one has {num_classes} classes")
+    if not 0.0 < threshold < 1.0:
+        raise reader.fail("output.threshold", f"must lie strictly between 0 and 1, got {threshold}")
+    return threshold
 
 
 def _package_folder(path: Path) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from covseg.engine.atomic import atomic_output_dir, check_output_dir, output_error
+from covseg.engine.decision import apply_threshold, check_threshold, decision_threshold
 from covseg.engine.dicom_seg import SEGMENTATION_TYPES, seg_unavailable_reason, write_seg
 from covseg.engine.memory import check_memory, estimate_memory
 from covseg.engine.package import AIR_HU, ModelPackage, load_package
@@ -148,6 +149,8 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
         batch_size=run.options["batch_size"], tta=run.options["tta"], progress=scaled(run.progress, stage, 0.1, 0.9),
         pad_value=package.normalization.value_of(AIR_HU), num_classes=package.num_classes)
     del image
+    threshold = decision_threshold(package, run.options["infection_threshold"])
+    apply_threshold(probabilities, threshold)
     mark = run.clock("inference", mark)
     indices = undo.labels_on_input(probabilities)
     del probabilities
@@ -157,7 +160,7 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
         run.lung = masks["lung"] if run.lung is None else run.lung | masks["lung"]
     end = run.clock("postprocess", mark)
     run.runs.append(ModelRun(package.name, package.version, package.task, package.sha256,
-                             str(getattr(predictor, "provider", "unknown")), end - start))
+                             str(getattr(predictor, "provider", "unknown")), end - start, threshold=threshold))
     notify(run.progress, stage, 1.0)
 
 
@@ -165,19 +168,24 @@ def segment(volume: Volume, packages: Sequence[ModelPackage | str | Path], *, de
             threads: int | None = None,
             overlap: float = 0.5, tta: bool = False, batch_size: int = 2,
             consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU,
+            infection_threshold: float | None = None,
             progress: ProgressCallback | None = None,
             predictors: Mapping[str, Predictor] | None = None) -> Segmentation:
     """Run the model cascade on a HU volume and postprocess into one covseg label map.
 
     packages: ModelPackages, or package folders (loaded and verified here).
+    infection_threshold: operating point of a two-class infection model (None: the package's own).
     predictors: already created predictors keyed by package path (a batch loads each model once);
     missing ones are created here with `device` and `threads`.
     """
     if not packages:
         raise ValueError("segment needs at least one model package")
     loaded = [p if isinstance(p, ModelPackage) else load_package(p) for p in packages]
+    if infection_threshold is not None:
+        check_threshold(infection_threshold)
     run = _Run(volume, {"device": device, "threads": threads, "overlap": overlap, "tta": tta,
-                        "batch_size": batch_size}, progress, dict(predictors or {}))
+                        "batch_size": batch_size, "infection_threshold": infection_threshold},
+               progress, dict(predictors or {}))
     for package in cascade_order(loaded):
         _run_model(run, package)
     notify(progress, "postprocess", 0.0)
@@ -221,6 +229,7 @@ class InferOptions:
     consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU
     min_lesion_ml: float = DEFAULT_MIN_LESION_ML
     max_memory_mb: float | None = None
+    infection_threshold: float | None = None
 
 
 def _write_outputs(folder: Path, volume: Volume, result: Segmentation, options: InferOptions,
@@ -289,6 +298,7 @@ def infer(path: str | Path, out_dir: str | Path, *, models: str | Sequence[str] 
           progress: ProgressCallback | None = None,
           consolidation_threshold_hu: float = DEFAULT_CONSOLIDATION_THRESHOLD_HU,
           min_lesion_ml: float = DEFAULT_MIN_LESION_ML, batch_size: int = 2, seg_type: str = "BINARY",
+          infection_threshold: float | None = None,
           predictors: Mapping[str, Predictor] | None = None) -> dict[str, Any]:
     """Segment and quantify the study at `path` into `out_dir` (atomically); return the report dict.
 
@@ -302,8 +312,10 @@ def infer(path: str | Path, out_dir: str | Path, *, models: str | Sequence[str] 
         device=device, threads=threads, overlap=overlap, tta=tta, batch_size=batch_size, overwrite=overwrite,
         anonymize=anonymize, keep_identifiers=keep_identifiers, label_format=label_format, seg_type=seg_type,
         consolidation_threshold_hu=consolidation_threshold_hu, min_lesion_ml=min_lesion_ml,
-        max_memory_mb=max_memory_mb)
+        max_memory_mb=max_memory_mb, infection_threshold=infection_threshold)
     label_file_name(options.label_format)  # refuse bad settings before any work
+    if options.infection_threshold is not None:
+        check_threshold(options.infection_threshold)
     if options.seg_type not in SEGMENTATION_TYPES:
         raise ValueError(f"seg_type must be one of {SEGMENTATION_TYPES}, got {options.seg_type!r}")
     started = time.perf_counter()
@@ -317,8 +329,8 @@ def infer(path: str | Path, out_dir: str | Path, *, models: str | Sequence[str] 
                  options.max_memory_mb)
     result = segment(volume, packages, device=options.device, threads=options.threads, overlap=options.overlap,
                      tta=options.tta, batch_size=options.batch_size,
-                     consolidation_threshold_hu=options.consolidation_threshold_hu, progress=progress,
-                     predictors=predictors)
+                     consolidation_threshold_hu=options.consolidation_threshold_hu,
+                     infection_threshold=options.infection_threshold, progress=progress, predictors=predictors)
     mark = time.perf_counter()
     quantities = quantify(result.labels, volume.array, volume.geometry, ran=result.ran, not_run_reasons=result.not_run,
                           consolidation_threshold_hu=options.consolidation_threshold_hu,

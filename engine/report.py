@@ -40,10 +40,13 @@ class ModelRun:
     provider: str
     seconds: float
     skipped: str | None = None  # why the model did not run (e.g. "no lungs found")
+    threshold: float | None = None  # operating point of a two-class model; None: argmax
 
     def as_report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "version": self.version, "task": self.task,
                                "sha256": self.sha256, "provider": self.provider, "seconds": round(self.seconds, 3)}
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
         if self.skipped is not None:
             out["skipped"] = self.skipped
         return out

@@ -45,6 +45,7 @@ class Identity:
     task: str | None = None
     head: str | None = None
     data_licence: str | None = None
+    threshold: float | None = None  # two-class models: operating point written to model.json
 
 
 def package_classes(names: tuple[str, ...]) -> tuple[dict[int, str], dict[str, list[str]]]:
@@ -169,7 +170,7 @@ def spec_from_checkpoint(folder: Path, config: Any, state: Mapping[str, Any], id
         spacing_mm=_spacing_xyz(data, folder), patch=tuple(int(v) for v in config.schedule.patch_zyx),
         divisor=divisor_of(net.strides[:levels]), normalization=_normalization(state, data, folder),
         network=network, provenance=provenance, channels=int(net.in_channels), crop=TASK_DEFAULTS[task][0],
-        metrics=_metrics(state, data), output_groups=groups,
+        metrics=_metrics(state, data), output_groups=groups, threshold=identity.threshold,
     )
 
 

@@ -53,6 +53,7 @@ class PackageSpec:
     variant_of: str | None = None
     parity: dict[str, Any] | None = None
     output_groups: dict[str, list[str]] = field(default_factory=dict)  # channel -> labels it stands for
+    threshold: float | None = None  # two-class models: the operating point (None: argmax)
 
 
 def licence_for(training_data: Sequence[Mapping[str, Any]]) -> str:
@@ -79,13 +80,17 @@ def build_metadata(spec: PackageSpec, sha256: str = "") -> dict[str, Any]:
                                   "exporter": spec.exporter, "precision": spec.precision}
     if spec.variant_of:
         onnx_block["variant_of"] = spec.variant_of
+    if spec.threshold is not None and (len(spec.classes) != 2 or not 0.0 < spec.threshold < 1.0):
+        raise ValueError(f"threshold {spec.threshold}: only for two-class models, strictly between 0 and 1 "
+                         f"(classes {dict(spec.classes)})")
     return {
         "schema": SCHEMA, "name": spec.name, "version": spec.version, "task": spec.task,
         "classes": {str(k): v for k, v in check_classes(spec.classes).items()},
         "input": {"channels": int(spec.channels), "spacing_mm": [float(v) for v in spec.spacing_mm],
                   "patch": [int(v) for v in spec.patch], "divisor": [int(v) for v in spec.divisor],
                   "crop": spec.crop, "normalization": dict(spec.normalization)},
-        "output": {"kind": "logits", **({"class_groups": spec.output_groups} if spec.output_groups else {})},
+        "output": {"kind": "logits", **({"class_groups": spec.output_groups} if spec.output_groups else {}),
+                   **({"threshold": float(spec.threshold)} if spec.threshold is not None else {})},
         "network": dict(spec.network),
         "onnx": onnx_block,
         "parity": copy.deepcopy(spec.parity),

@@ -86,6 +86,16 @@ def _data_limits(meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _operating_point_lines(output: Mapping[str, Any], how: Mapping[str, Any] | None) -> list[str]:
+    if output.get("threshold") is None:
+        return []
+    line = (f"Output: class 1 where its probability exceeds **{output['threshold']}** (not argmax at 0.5); "
+            "`covseg infer --infection-threshold` overrides it.")
+    if how:
+        line += f" Chosen {how.get('chosen_on')}; weights as in {how.get('weights_of')}."
+    return ["## Operating point", "", line, ""]
+
+
 def render_model_card(meta: Mapping[str, Any]) -> str:
     """Markdown card: intended use, data and licences, strategy, metrics, limits."""
     inp, prov = meta.get("input", {}), meta.get("provenance", {})
@@ -106,6 +116,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         f"{inp.get('channels')} channel(s) of CT resampled to {inp.get('spacing_mm')} mm (x, y, z), cropped to "
         f"'{inp.get('crop')}', normalised as {inp.get('normalization')}; windows of {inp.get('patch')} voxels "
         f"(z, y, x); valid window sizes are multiples of {inp.get('divisor')}.", "",
+        *_operating_point_lines(meta.get("output") or {}, prov.get("operating_point")),
         *_data_section(prov),
         "## Training", "",
         f"Strategy: {prov.get('strategy')}; pre-trained from: {prov.get('pretrained_from') or 'none'}; "

@@ -66,8 +66,12 @@ def embed_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> onnx.Mod
 
 def write_package_files(folder: Path, model: onnx.ModelProto, spec: PackageSpec) -> dict[str, Any]:
     """Fill `folder` with a complete package and verify it with the engine's loader; return model.json."""
+    return write_package_metadata(folder, model, build_metadata(spec))
+
+
+def write_package_metadata(folder: Path, model: onnx.ModelProto, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`write_package_files` from a finished model.json dict (its sha256 is filled in here)."""
     folder = Path(folder)
-    metadata = build_metadata(spec)
     save_onnx(embed_metadata(model, metadata), folder / "model.onnx")
     metadata["onnx"]["sha256"] = sha256_of(folder / "model.onnx")
     (folder / "model.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

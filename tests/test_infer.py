@@ -222,7 +222,9 @@ def test_infer_runs_without_torch(study: dict[str, object], tmp_path: Path) -> N
 
 # A memory limit too small is a resource error (6); an invalid option value is a usage error (2).
 @pytest.mark.parametrize(("extra", "code"), [(("--max-memory", "1"), 6), (("--device", "gpu"), 2),
-                                             (("--format", "dicom"), 2), (("--seg-type", "x"), 2)])
+                                             (("--format", "dicom"), 2), (("--seg-type", "x"), 2),
+                                             (("--infection-threshold", "1"), 2),
+                                             (("--infection-threshold", "0"), 2)])
 def test_refusals_before_any_output(study: dict[str, object], tmp_path: Path, extra: tuple[str, ...],
                                     code: int) -> None:
     result = run(_args(study, "ct.nii.gz", tmp_path / "out", *extra))

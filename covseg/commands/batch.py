@@ -82,6 +82,9 @@ def batch(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or tensorrt.")] = "auto",
     overlap: Annotated[float, typer.Option(min=0.0, max=0.95, help="Sliding-window overlap.")] = 0.5,
     tta: Annotated[bool, typer.Option(help="Mirroring test-time augmentation.")] = False,
+    infection_threshold: Annotated[float | None, typer.Option(
+        help="Infection probability above which a voxel is infection (0-1, exclusive; default: the "
+        "model's validated operating point).")] = None,
     anonymize: Annotated[bool, typer.Option(help="Strip patient identifiers from every output.")] = False,
     keep_identifiers: Annotated[bool, typer.Option(help="Keep patient ids in the tables (default: "
                                                    "pseudonyms).")] = False,
@@ -95,13 +98,19 @@ def batch(
     from covseg.engine.batch import BatchOptions, parse_shard, run_batch
     from covseg.errors import BatchIncompleteError
 
+    if infection_threshold is not None and not 0.0 < infection_threshold < 1.0:
+        raise typer.BadParameter(f"{infection_threshold} is not strictly between 0 and 1",
+                                 param_hint="--infection-threshold")
+
     options = BatchOptions(
         out=out, workers=workers, threads_per_worker=threads_per_worker, resume=resume, overwrite=overwrite,
         shard=parse_shard(shard) if shard else None, backend=backend, scheduler=scheduler, task=task,
         infer_options={"models": _split(models), "model_paths": tuple(str(p) for p in model or ()),
                        "device": device, "overlap": overlap, "tta": tta, "anonymize": anonymize,
                        "keep_identifiers": keep_identifiers, "label_format": label_format,
-                       "max_memory_mb": max_memory_mb})
+                       "max_memory_mb": max_memory_mb,
+                       # only when set: batches started before this option keep their fingerprint
+                       **({"infection_threshold": infection_threshold} if infection_threshold is not None else {})})
     console = Console(stderr=True)
     bar, update = _progress_callback(console)
     with bar:

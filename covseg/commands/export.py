@@ -43,6 +43,9 @@ def export_command(
     data_licence: Annotated[str | None, typer.Option(help="Licence of the training data set (dataset "
                                                           "checkpoints; unknown counts as non-commercial).")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Keep the --finetune training run here.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Two-class models: the probability above which a "
+                                                  "voxel is foreground (default: argmax, 0.5); choose it on "
+                                                  "validation data.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package folder.")] = False,
 ) -> None:
     """Export a checkpoint to an ONNX model package, with parity checked against PyTorch."""
@@ -59,7 +62,10 @@ def export_command(
 
     options = ExportOptions(opset=opset, exporter=exporter, tolerance=tolerance, fp16=fp16, optimize=optimize,
                             parity_data=parity_data, overwrite=overwrite)
-    identity = Identity(name=name, version=version, task=task, head=head, data_licence=data_licence)
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError(f"--threshold {threshold}: must lie strictly between 0 and 1")
+    identity = Identity(name=name, version=version, task=task, head=head, data_licence=data_licence,
+                        threshold=threshold)
     result = export_checkpoint(checkpoint, out, identity, options, truncate=truncate, truncate_convs=truncate_convs,
                                decoder_width=decoder_width, finetune=finetune, allow_untrained=allow_untrained,
                                work_dir=work_dir)

@@ -83,6 +83,12 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
+def _threshold(value: float | None) -> float | None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"{value} is not strictly between 0 and 1", param_hint="--infection-threshold")
+    return value
+
+
 def infer(
     path: Annotated[Path, typer.Argument(help="DICOM folder, file or zip, or a NIfTI/NRRD/MHA file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must not exist unless --overwrite).")],
@@ -106,6 +112,9 @@ def infer(
         "--consolidation-threshold", help="HU at and above which infection is consolidation.")] = -300.0,
     min_lesion_ml: Annotated[float, typer.Option("--min-lesion-ml", min=0.0, help="Smallest infection "
                                                  "component counted as a lesion (26-connected).")] = 0.1,
+    infection_threshold: Annotated[float | None, typer.Option(
+        "--infection-threshold", help="Infection probability above which a voxel is infection (0-1, exclusive; "
+        "default: the model's validated operating point). Lower finds more, higher calls less.")] = None,
     seg_type: Annotated[str, typer.Option("--seg-type", help="DICOM SEG type: binary (widest support) or "
                                           "labelmap (smaller).")] = "binary",
     max_memory: Annotated[float | None, typer.Option("--max-memory", min=1, help="Refuse runs estimated above "
@@ -121,6 +130,7 @@ def infer(
     _choice(device, DEVICES, "--device")
     _choice(label_format, FORMATS, "--format")
     _choice(seg_type, SEG_TYPES, "--seg-type")
+    _threshold(infection_threshold)
     mode = _choice(progress, PROGRESS_MODES, "--progress") if progress else ("bar" if sys.stderr.isatty() else "none")
     if quiet and mode == "bar":
         mode = "none"
@@ -137,7 +147,7 @@ def infer(
                            overwrite=overwrite, anonymize=anonymize, keep_identifiers=keep_identifiers,
                            label_format=label_format, max_memory_mb=max_memory, progress=callback,
                            consolidation_threshold_hu=consolidation_threshold, min_lesion_ml=min_lesion_ml,
-                           seg_type=seg_type.upper())
+                           seg_type=seg_type.upper(), infection_threshold=infection_threshold)
     report_path = str(Path(out).absolute() / "report.json")
     if done is not None:
         done(report_path)
