@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--record", type=Path, default=None,
                         help="checkpoint folder whose state.json receives the metrics (then export again)")
+    parser.add_argument("--metrics-json", type=Path, default=None,
+                        help="also write the model card entries here (for scripts/set_operating_point.py)")
     args = parser.parse_args()
     extra: list[dict[str, Any]] = []  # card entries beyond the per-case means
     out = args.out or ROOT / "docs" / "evaluation" / (args.package or args.model)
@@ -45,9 +47,13 @@ def main() -> None:
     for row in rows:
         print(row["case"], row["structure"], {k: row.get(k) for k in ("dsc", "nsd", "hd95_mm", "sensitivity")})
     print(f"tables in {out}")
+    model_rows = [row for row in rows if row.get("kind") != ev.LIVER_BASELINE_KIND]  # a card lists its model only
+    card = ev.card_metrics(model_rows) + extra
+    if args.metrics_json is not None:
+        args.metrics_json.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"card entries in {args.metrics_json}")
     if args.record is not None:
-        model_rows = [row for row in rows if row.get("kind") != ev.LIVER_BASELINE_KIND]  # a card lists its model only
-        ev.record_in_checkpoint(args.record, ev.card_metrics(model_rows) + extra, evaluation=args.model)
+        ev.record_in_checkpoint(args.record, card, evaluation=args.model)
         print(f"metrics recorded in {args.record}/state.json")
 
 
