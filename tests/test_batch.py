@@ -371,3 +371,15 @@ def test_threads_per_worker_keep_workers_times_threads_within_the_cores(monkeypa
     assert [runner.threads_for(w, None, notes) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
     assert runner.threads_for(2, 3, notes) == 3 and notes == []
     assert runner.threads_for(4, 4, notes) == 2 and "exceeds 8 cores" in notes[0]
+
+
+def test_infection_threshold_enters_the_settings_only_when_set(tmp_path: Path, calls: Path) -> None:
+    make_studies(tmp_path / "in", 2)
+    out = str(tmp_path / "out")
+    assert batch(str(tmp_path / "in"), "--out", out) == 0
+    assert batch(str(tmp_path / "in"), "--out", out, "--resume") == 0  # unset: the earlier records stay valid
+    assert sum(calls_per_key(calls).values()) == 2
+    assert batch(str(tmp_path / "in"), "--out", out, "--resume", "--infection-threshold", "0.7") == 0
+    assert sum(calls_per_key(calls).values()) == 4  # another operating point: recomputed
+    assert batch(str(tmp_path / "in"), "--out", out, "--resume", "--infection-threshold", "1.2") == 2
+    assert sum(calls_per_key(calls).values()) == 4
