@@ -76,7 +76,8 @@ class CovSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          ("liver", self.ui.liverCheckBox)) if box.checked]
         if self.ui.compactCheckBox.checked:
             models = [f"{name}-compact" for name in models]
-        return CovSegParameters(models=tuple(models), device=self.ui.deviceComboBox.currentText)
+        return CovSegParameters(models=tuple(models), device=self.ui.deviceComboBox.currentText,
+                                infection_threshold=self.ui.infectionThresholdSpinBox.value)
 
     def onApply(self):
         with slicer.util.tryWithErrorDisplay("covseg could not start.", waitCursor=True):

@@ -57,6 +57,8 @@ def build_infer_command(covseg: Sequence[str], input_path: Path, out_dir: Path,
         command.append("--tta")
     if parameters.threads:
         command += ["--threads", str(parameters.threads)]
+    if parameters.infection_threshold is not None:
+        command += ["--infection-threshold", str(parameters.infection_threshold)]
     return command
 
 

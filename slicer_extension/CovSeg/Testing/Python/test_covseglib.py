@@ -204,3 +204,13 @@ def test_ui_loads_offscreen() -> None:
     assert widget is not None
     assert widget.findChild(object, "applyButton") is not None
     app.processEvents()
+
+
+def test_infection_threshold_reaches_the_command_and_is_checked(tmp_path: Path) -> None:
+    parameters = CovSegParameters(models=("lung", "infection"), infection_threshold=0.7)
+    command = build_infer_command(LAUNCHER, tmp_path / "in.nii.gz", tmp_path / "out", parameters)
+    assert command[command.index("--infection-threshold") + 1] == "0.7"
+    assert "--infection-threshold" not in build_infer_command(LAUNCHER, tmp_path / "in.nii.gz", tmp_path / "out",
+                                                              CovSegParameters())
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        CovSegParameters(infection_threshold=1.0)
