@@ -20,6 +20,8 @@ BUILDERS = {
     "infection": default_models.build_infection_training_set,
     # experiment (not shipped): the same cases plus phantoms with the dependent density band of normal lung
     "infection_dependent": partial(default_models.build_infection_training_set, dependent_phantoms=6),
+    "infection_dense": partial(default_models.build_infection_training_set, dependent_phantoms=6,
+                               dense_ground_glass=True),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)

@@ -93,7 +93,8 @@ def mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
 
 def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 10, real_variants: int = 4,
                                  seed: int = 300, exclude_patients: Sequence[str] = ("lungdx_a0001",),
-                                 dependent_phantoms: int = 0) -> list[dict[str, object]]:
+                                 dependent_phantoms: int = 0, dense_ground_glass: bool = False
+                                 ) -> list[dict[str, object]]:
     """The infection model's training folder: COVID-19 lesions synthesised into real lungs and phantoms.
 
     Lesion shapes come from the MosMed *train* split only (lesion_insertion.split_mosmed); the
@@ -101,7 +102,9 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     validation split. `exclude_patients` stays out entirely: lungdx_a0001 is the held-out anatomy of
     the evaluation and the real CT on which false positives are measured. `dependent_phantoms`: that
     many more phantoms with the dependent density band of normal lung (synthesis/dependent.py), every
-    other one without lesions: negatives for the band that is not infection.
+    other one without lesions: negatives for the band that is not infection. `dense_ground_glass`: the
+    training lesions' ground glass reaches ~-150 HU (config.DENSE_GGO_FILL); the validation phantom
+    keeps the standard range, so validation figures stay comparable.
     """
     from covseg.training.lesion_insertion import insert_covid, split_mosmed
     from covseg.training.synthesis.mosmed_shapes import LICENCE, mask_files
@@ -118,7 +121,8 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
         for variant in range(real_variants):
             inserted = insert_covid(image, reference.array, seed=int(rng.integers(1 << 31)),
                                     count=int(rng.integers(3, 9)), scale=float(rng.uniform(0.6, 1.3)),
-                                    shape_files=split["train"] if variant % 2 == 0 else None)
+                                    shape_files=split["train"] if variant % 2 == 0 else None,
+                                    dense_ground_glass=dense_ground_glass)
             case_id = f"{case.case_id}_covid{variant}"
             write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
             write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
@@ -127,7 +131,8 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     mosmed_train = mosmed_split_folder(out_dir / "train_shapes", split["train"])
     for i, config in enumerate(phantom_configs(phantoms, seed)):
         config = dataclasses.replace(config, lesions=("covid", *(k for k in config.lesions if k != "covid")),
-                                     use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train)
+                                     use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train,
+                                     dense_ground_glass=dense_ground_glass)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}"
         write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")
@@ -137,7 +142,7 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     for i, config in enumerate(phantom_configs(dependent_phantoms, seed + phantoms)):
         lesions = ("covid", *(k for k in config.lesions if k != "covid")) if i % 2 else ()
         config = dataclasses.replace(config, lesions=lesions, dependent_density=True, use_mosmed=True,
-                                     mosmed_dir=mosmed_train)
+                                     mosmed_dir=mosmed_train, dense_ground_glass=dense_ground_glass)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}_dependent"
         write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")

@@ -47,6 +47,9 @@ CONTRAST_SCALE = (0.8, 1.2)
 
 # Fraction of alveolar air replaced by fluid, per pattern: HU = base + fill * (FLUID_HU - base).
 GGO_FILL = (0.2, 0.5)  # -850 -> about -670 ... -410 HU
+# Opt-in (PhantomConfig.dense_ground_glass, insert_covid): ground glass up to ~-150 HU, the band between
+# GGO_FILL and CONSOLIDATION_FILL where real COVID-19 slices lose most sensitivity (docs/experiments).
+DENSE_GGO_FILL = (0.2, 0.8)  # -850 -> about -670 ... -150 HU
 CONSOLIDATION_FILL = (0.86, 0.98)  # -850 -> about -93 ... +13 HU
 SEPTAL_FILL = 0.3  # extra fill on the reticular lines of crazy paving
 NODULE_HU = (10.0, 50.0)
@@ -84,6 +87,7 @@ class PhantomConfig:
     are the same in both phases.
     dependent_density: draw the denser band of normal lung along the posterior pleura of the lung bases
     (`dependent.py`), labelled lung: real CTs without disease have it.
+    dense_ground_glass: ground glass drawn up to ~-150 HU (DENSE_GGO_FILL) instead of ~-410 (GGO_FILL).
     """
 
     seed: int = 0
@@ -100,6 +104,7 @@ class PhantomConfig:
     # phantoms without them keep their identifiers (phantom.study_info adds them when set).
     contrast: str = field(default="none", repr=False)
     dependent_density: bool = field(default=False, repr=False)
+    dense_ground_glass: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRAST_PHASES:

@@ -99,10 +99,11 @@ def _septal_lines(frame: Frame, rng: np.random.Generator, box: Box, shape: tuple
     return np.clip(1.0 - (distances[:, 1] - distances[:, 0]) / (2.0 * width), 0.0, 1.0).reshape(shape)
 
 
-def covid_fill(frame: Frame, rng: np.random.Generator, shape: Shape, pattern: str) -> np.ndarray:
-    """Fill fraction on the shape's box for one infection pattern."""
+def covid_fill(frame: Frame, rng: np.random.Generator, shape: Shape, pattern: str,
+               ggo_fill: tuple[float, float] = c.GGO_FILL) -> np.ndarray:
+    """Fill fraction on the shape's box for one infection pattern (ground glass drawn from `ggo_fill`)."""
     soft = shape.soft
-    ggo = rng.uniform(*c.GGO_FILL)
+    ggo = rng.uniform(*ggo_fill)
     patches = smooth_noise(rng, soft.shape, tuple(6.0 / v for v in frame.voxel[::-1]))
     texture = 1.0 + 0.08 * patches
     if pattern == "ground_glass":
@@ -123,7 +124,8 @@ ShapeMaker = Callable[[np.ndarray, np.ndarray, float], "tuple[Shape | None, str]
 
 
 def add_covid(frame: Frame, rng: np.random.Generator, sites: Sites, lungs: np.ndarray, fields: LesionFields,
-              count: int, scale: float, shape_maker: ShapeMaker | None = None) -> list[LesionRecord]:
+              count: int, scale: float, shape_maker: ShapeMaker | None = None,
+              ggo_fill: tuple[float, float] = c.GGO_FILL) -> list[LesionRecord]:
     """Draw `count` infection lesions alternating between the lungs; returns what was drawn.
 
     `shape_maker(centre, outward, scale) -> (shape, source)` replaces the procedural blob (MosMed shapes).
@@ -148,7 +150,7 @@ def add_covid(frame: Frame, rng: np.random.Generator, sites: Sites, lungs: np.nd
         if shape is None:
             continue
         inside = lungs[shape.box] & (shape.soft >= 0.5)
-        fill = covid_fill(frame, rng, shape, pattern) * lungs[shape.box]
+        fill = covid_fill(frame, rng, shape, pattern, ggo_fill) * lungs[shape.box]
         np.maximum(fields.fill[shape.box], fill.astype(np.float32), out=fields.fill[shape.box])
         fields.infection[shape.box] |= inside
         records.append(_record(frame, "covid", pattern, centre, source))

@@ -44,7 +44,7 @@ from covseg.training.synthesis.lesions import LesionFields, LesionRecord, add_co
 from covseg.training.synthesis.sites import Sites
 
 GENERATOR_VERSION = 1  # bump when the same config would draw a different phantom
-LATER_OPTIONS = ("contrast", "dependent_density")  # not in PhantomConfig's repr (see there)
+LATER_OPTIONS = ("contrast", "dependent_density", "dense_ground_glass")  # not in PhantomConfig's repr (see there)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +86,8 @@ def _lesions(config: PhantomConfig, frame: Frame, rng: np.random.Generator, lung
             from covseg.training.synthesis.mosmed_shapes import MosmedShapes
 
             maker = MosmedShapes(frame, rng, config.mosmed_dir)
-        records += add_covid(frame, rng, sites, lungs, fields, config.lesion_count, config.lesion_scale, maker)
+        records += add_covid(frame, rng, sites, lungs, fields, config.lesion_count, config.lesion_scale, maker,
+                             c.DENSE_GGO_FILL if config.dense_ground_glass else c.GGO_FILL)
     if "nodule" in config.lesions:
         records += add_nodules(frame, rng, sites, lungs, fields, max(1, config.lesion_count // 3),
                                config.lesion_scale)
