@@ -33,12 +33,22 @@ export_model() {  # name checkpoint licence version [task]
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
 export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
 export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
+# infection 1.2.0: 1.1.0 recovered from the package just exported (as it was made) and trained to epoch 120
+# with dense ground glass and dependent-density phantoms (docs/experiments/infection_dense_ggo, ~10 min).
+[ -f $R/infection_dense_train/cases.json ] || python scripts/build_training_sets.py infection_dense
+[ -f $R/infection_dense_run/checkpoints/last/model.safetensors ] || python -c "
+from pathlib import Path
+from covseg.training.package_weights import checkpoint_from_package
+checkpoint_from_package(Path('covseg/models/infection'), Path('$R/infection_dense_run/checkpoints/last'))"
+covseg train --config training/recipes/default_infection_dense.toml --out $R/infection_dense_run --resume \
+  --epochs 120
+export_model infection $R/infection_dense_run/checkpoints/last "$LICENCE_COVID" 1.2.0
 # Compact lung (seed 003): truncate the lung model at k = 3, half-width decoder, fine-tune (~10 min).
 [ -f $R/lung_compact_k3_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/lung_run/checkpoints/last --out $R/lung-compact-k3 --name lung-compact --task lung \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_lung_compact.toml \
     --work-dir $R/lung_compact_k3_run --exporter torchscript --overwrite
-# Compact infection (seed 003): the dedicated encoder of the hybrid truncated at k = 3, half-width decoder.
+# Compact infection (seed 003): the dedicated encoder of the hybrid (1.1.0) truncated at k = 3, half-width decoder.
 [ -f $R/infection_compact_run/checkpoints/last/model.safetensors ] || \
   covseg export $R/infection_run/checkpoints/last --out $R/infection-compact --name infection-compact --task infection \
     --truncate 3 --decoder-width 0.5 --finetune training/recipes/default_infection_compact.toml \
@@ -53,10 +63,10 @@ export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 python scripts/evaluate_default_models.py lung --record $R/lung_run/checkpoints/last
 python scripts/evaluate_default_models.py lung --models $R --package lung-compact-k3 \
   --out docs/evaluation/lung-compact --record $R/lung_compact_k3_run/checkpoints/last
-python scripts/evaluate_default_models.py infection --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py infection --record $R/infection_dense_run/checkpoints/last
 python scripts/evaluate_default_models.py infection --models $R --package infection-compact \
   --out docs/evaluation/infection-compact --record $R/infection_compact_run/checkpoints/last
-python scripts/evaluate_default_models.py slices --record $R/infection_run/checkpoints/last
+python scripts/evaluate_default_models.py slices --record $R/infection_dense_run/checkpoints/last
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --record $R/liver_enhanced_run/checkpoints/last
@@ -66,7 +76,7 @@ python scripts/evaluate_default_models.py liver --models $R --package liver-comp
 
 # Export again so that model.json, the ONNX metadata and MODEL_CARD.md carry the measured metrics.
 export_model lung $R/lung_run/checkpoints/last "$LICENCE_REAL" 1.0.1
-export_model infection $R/infection_run/checkpoints/last "$LICENCE_COVID" 1.1.0
+export_model infection $R/infection_dense_run/checkpoints/last "$LICENCE_COVID" 1.2.0
 export_model lung-compact $R/lung_compact_k3_run/checkpoints/last "$LICENCE_REAL" 1.0.1 lung
 export_model infection-compact $R/infection_compact_run/checkpoints/last "$LICENCE_COVID" 1.0.0 infection
 export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
