@@ -107,6 +107,7 @@ class ModelPackage:
     opset: int
     parity: dict[str, Any] | None = None
     threshold: float | None = None  # two-class models: foreground where its probability exceeds this
+    mirror_axes: tuple[int, ...] | None = None  # axes (0 z, 1 y, 2 x) training mirrored; None: not stated
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -258,7 +259,20 @@ def _parse(reader: _Json, folder: Path) -> dict[str, Any]:
         "opset": int(reader.number("onnx.opset", positive=True)),
         "parity": parity if isinstance(parity, dict) else None,
         "threshold": _parse_threshold(reader, len(classes)),
+        "mirror_axes": _parse_mirror_axes(reader),
     }
+
+
+def _parse_mirror_axes(reader: _Json) -> tuple[int, ...] | None:
+    """input.mirror_axes: the model-grid axes (0 z, 1 y, 2 x) its training mirrored, which `--tta`
+    mirrors; absent in older packages (then all three)."""
+    value = reader.get("input.mirror_axes", None)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2
+                                              for a in value) or len(set(value)) != len(value):
+        raise reader.fail("input.mirror_axes", f"must list distinct axes among 0, 1, 2, got {value!r}")
+    return tuple(sorted(value))
 
 
 def _parse_threshold(reader: _Json, num_classes: int) -> float | None:

@@ -31,6 +31,7 @@ from covseg.engine.postprocess import (
     largest_components,
     masks_from_classes,
     postprocess,
+    side_swapped_channels,
 )
 from covseg.engine.preprocess import mask_box, preprocess
 from covseg.engine.preview import write_preview
@@ -147,7 +148,9 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
     probabilities = sliding_window(
         image, predictor, patch=package.patch, overlap=run.options["overlap"],
         batch_size=run.options["batch_size"], tta=run.options["tta"], progress=scaled(run.progress, stage, 0.1, 0.9),
-        pad_value=package.normalization.value_of(AIR_HU), num_classes=package.num_classes)
+        pad_value=package.normalization.value_of(AIR_HU), num_classes=package.num_classes,
+        x_mirror_channels=side_swapped_channels(package.classes),
+        tta_axes=(0, 1, 2) if package.mirror_axes is None else package.mirror_axes)
     del image
     threshold = decision_threshold(package, run.options["infection_threshold"])
     apply_threshold(probabilities, threshold)

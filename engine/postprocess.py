@@ -111,6 +111,18 @@ def combine_model_masks(per_model: list[dict[str, np.ndarray]]) -> StructureMask
 
 
 # --- geometry helpers ---------------------------------------------------------------------
+def side_swapped_channels(classes: Mapping[int, str]) -> list[int] | None:
+    """Channel order with each *_left class traded for its *_right twin (None: no class names a side):
+    what an x-mirrored input does to a model that names sides."""
+    index = {name: k for k, name in classes.items()}
+    order = list(range(len(classes)))
+    for name, k in index.items():
+        if name.endswith("_left") and f"{name[:-5]}_right" in index:
+            twin = index[f"{name[:-5]}_right"]
+            order[k], order[twin] = twin, k
+    return order if order != list(range(len(classes))) else None
+
+
 def axial_axis(geometry: Geometry) -> int:
     """The numpy (z, y, x) axis whose index direction is closest to LPS z (superior)."""
     column = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # direction column of x, y or z

@@ -16,13 +16,20 @@ Skipping empty windows (`skip_empty`): when the callable says a window's input h
 segment (e.g. all voxels at the normalised value of air: `empty_below(value)`), the predictor is
 not called and the window contributes probability 1 for class 0 (background) with its usual
 weight. Voxels covered also by non-empty windows get a weighted mix, as with any overlap.
+
+Mirroring TTA and sided classes (`x_mirror_channels`): a model that names sides (lung_left,
+lung_right) sees, in a window mirrored along x (the left-right axis of the model grid, which
+preprocessing puts in LPS), a left lung where the right one was; un-flipping the output puts it back
+in place but under the other side's channel. Those channels are permuted back for every mirroring
+that includes x; without it the sides' probabilities are averaged together and background wins at the
+edges (measured: left/right lung DSC 0.951/0.931 instead of 0.965/0.982 on lungdx_a0001 series 2).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -81,13 +88,19 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return out
 
 
-def _flips() -> list[tuple[int, ...]]:
-    """The 8 mirror combinations over the spatial axes (2, 3, 4) of a batch."""
-    return [combo for r in range(4) for combo in itertools.combinations((2, 3, 4), r)]
+def _flips(axes: Sequence[int] = (0, 1, 2)) -> list[tuple[int, ...]]:
+    """The mirror combinations over the given spatial axes (0 z, 1 y, 2 x) as batch axes (2, 3, 4):
+    8 for all three, the identity first."""
+    batch_axes = tuple(2 + int(a) for a in sorted(set(axes)))
+    return [combo for r in range(len(batch_axes) + 1) for combo in itertools.combinations(batch_axes, r)]
+
+
+X_AXIS = 4  # of a (N, C, z, y, x) batch
 
 
 def _predict(batch: np.ndarray, predictor: Callable[[np.ndarray], np.ndarray], tta: bool,
-             apply_softmax: bool) -> np.ndarray:
+             apply_softmax: bool, x_mirror_channels: Sequence[int] | None = None,
+             tta_axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
     """Probabilities of a batch of windows, averaged over mirrorings when tta."""
     def one(flip: tuple[int, ...]) -> np.ndarray:
         source = np.ascontiguousarray(np.flip(batch, flip)) if flip else batch
@@ -95,14 +108,16 @@ def _predict(batch: np.ndarray, predictor: Callable[[np.ndarray], np.ndarray], t
         if out.ndim != 5 or out.shape[0] != batch.shape[0] or out.shape[2:] != batch.shape[2:]:
             raise ValueError(f"predictor returned shape {out.shape} for a batch of shape {batch.shape}")
         out = softmax(out) if apply_softmax else out
+        if X_AXIS in flip and x_mirror_channels is not None:
+            out = out[:, list(x_mirror_channels)]
         return np.flip(out, flip) if flip else out
 
-    if not tta:
-        return one(())
+    flips = _flips(tta_axes) if tta else [()]
     total = one(())
-    for flip in _flips()[1:]:
+    for flip in flips[1:]:
         total += one(flip)
-    total *= np.float32(1.0 / 8.0)
+    if len(flips) > 1:
+        total *= np.float32(1.0 / len(flips))
     return total
 
 
@@ -127,13 +142,17 @@ def sliding_window(
     overlap: float = 0.5, batch_size: int = 2, tta: bool = False,
     skip_empty: Callable[[np.ndarray], bool] | None = None, progress: Callable[[float], None] | None = None,
     pad_value: float = 0.0, apply_softmax: bool = True, num_classes: int | None = None,
+    x_mirror_channels: Sequence[int] | None = None, tta_axes: Sequence[int] = (0, 1, 2),
 ) -> np.ndarray:
     """Softmax probabilities (K, z, y, x) float32 of a (C, z, y, x) image, window by window.
 
     overlap in [0, 1); batch_size windows per predictor call; tta: average over the 8 mirrorings
     (8x the work); skip_empty: see the module docstring; pad_value: what an image smaller than the
     patch is padded with (the normalised value of air, for CT); apply_softmax=False when the predictor
-    already returns probabilities; num_classes: K, needed only when every window may be skipped.
+    already returns probabilities; num_classes: K, needed only when every window may be skipped;
+    x_mirror_channels: with tta, the channel order of an x-mirrored window's output (sided classes swap;
+    see the module docstring), None when no class names a side; tta_axes: the image axes (0 z, 1 y, 2 x)
+    tta mirrors, those the model was trained to be indifferent to (none: tta does nothing).
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -157,7 +176,7 @@ def sliding_window(
         empty += [w for w in group if w not in work]
         if work:
             batch = np.stack([padded[(slice(None), *w)] for w in work])
-            out = _predict(batch, predictor, tta, apply_softmax)
+            out = _predict(batch, predictor, tta, apply_softmax, x_mirror_channels, tta_axes)
             if probabilities is None:
                 probabilities = np.zeros((out.shape[1], *shape), dtype=np.float32)
             for window, window_probs in zip(work, out, strict=True):

@@ -171,7 +171,15 @@ def spec_from_checkpoint(folder: Path, config: Any, state: Mapping[str, Any], id
         divisor=divisor_of(net.strides[:levels]), normalization=_normalization(state, data, folder),
         network=network, provenance=provenance, channels=int(net.in_channels), crop=TASK_DEFAULTS[task][0],
         metrics=_metrics(state, data), output_groups=groups, threshold=identity.threshold,
+        mirror_axes=_mirror_axes(config.augmentation),
     )
+
+
+def _mirror_axes(augmentation: Any) -> tuple[int, ...]:
+    """The axes training mirrored (none when augmentation or flipping was off): what --tta may mirror."""
+    if not augmentation.enabled or augmentation.flip_prob <= 0:
+        return ()
+    return tuple(int(a) for a in augmentation.flip_axes)
 
 
 def load_trained(folder: Path) -> tuple[nn.Module, Any, dict[str, Any]]:

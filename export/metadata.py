@@ -54,6 +54,7 @@ class PackageSpec:
     parity: dict[str, Any] | None = None
     output_groups: dict[str, list[str]] = field(default_factory=dict)  # channel -> labels it stands for
     threshold: float | None = None  # two-class models: the operating point (None: argmax)
+    mirror_axes: tuple[int, ...] | None = None  # axes the training mirrored (what --tta may mirror)
 
 
 def licence_for(training_data: Sequence[Mapping[str, Any]]) -> str:
@@ -88,7 +89,9 @@ def build_metadata(spec: PackageSpec, sha256: str = "") -> dict[str, Any]:
         "classes": {str(k): v for k, v in check_classes(spec.classes).items()},
         "input": {"channels": int(spec.channels), "spacing_mm": [float(v) for v in spec.spacing_mm],
                   "patch": [int(v) for v in spec.patch], "divisor": [int(v) for v in spec.divisor],
-                  "crop": spec.crop, "normalization": dict(spec.normalization)},
+                  "crop": spec.crop, "normalization": dict(spec.normalization),
+                  **({"mirror_axes": sorted(int(a) for a in spec.mirror_axes)} if spec.mirror_axes is not None
+                     else {})},
         "output": {"kind": "logits", **({"class_groups": spec.output_groups} if spec.output_groups else {}),
                    **({"threshold": float(spec.threshold)} if spec.threshold is not None else {})},
         "network": dict(spec.network),

@@ -86,6 +86,15 @@ def _data_limits(meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _mirror_sentence(inp: Mapping[str, Any]) -> str:
+    axes = inp.get("mirror_axes")
+    if axes is None:
+        return ""
+    names = ", ".join("zyx"[int(a)] for a in axes)
+    return (f" `--tta` mirrors along {names} (the axes its training mirrored)." if names
+            else " Trained without mirroring: `--tta` leaves this model as it is.")
+
+
 def _operating_point_lines(output: Mapping[str, Any], how: Mapping[str, Any] | None) -> list[str]:
     if output.get("threshold") is None:
         return []
@@ -115,7 +124,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         "## Input", "",
         f"{inp.get('channels')} channel(s) of CT resampled to {inp.get('spacing_mm')} mm (x, y, z), cropped to "
         f"'{inp.get('crop')}', normalised as {inp.get('normalization')}; windows of {inp.get('patch')} voxels "
-        f"(z, y, x); valid window sizes are multiples of {inp.get('divisor')}.", "",
+        f"(z, y, x); valid window sizes are multiples of {inp.get('divisor')}.{_mirror_sentence(inp)}", "",
         *_operating_point_lines(meta.get("output") or {}, prov.get("operating_point")),
         *_data_section(prov),
         "## Training", "",

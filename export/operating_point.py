@@ -11,7 +11,7 @@ a package whose two copies disagree).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,32 @@ def set_operating_point(package: Path, out: Path, threshold: float, *, version: 
                         metrics: Sequence[Mapping[str, Any]] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the package at `package` to `out` (may be the same folder with overwrite) running at
     `threshold`; return its model.json. `chosen_on` says in words which data chose the threshold."""
-    source = load_package(package)  # hash and metadata verified before anything is copied
+    source = load_package(package)
     if source.num_classes != 2:
         raise ModelPackageError(f"{source.path}: {source.num_classes} classes; an operating point is only for "
                                 "two-class models")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold}: must lie strictly between 0 and 1")
-    metadata: dict[str, Any] = json.loads(json.dumps(source.metadata))
     weights_of = f"{source.name} {source.version} (sha256 {source.sha256[:12]})"
-    metadata["version"] = version
-    metadata["output"]["threshold"] = float(threshold)
-    metadata["provenance"]["operating_point"] = {"threshold": float(threshold), "chosen_on": chosen_on,
-                                                 "weights_of": weights_of}
-    if metrics is not None:
-        metadata["metrics"] = [dict(m) for m in metrics]
+
+    def edit(metadata: dict[str, Any]) -> None:
+        metadata["version"] = version
+        metadata["output"]["threshold"] = float(threshold)
+        metadata["provenance"]["operating_point"] = {"threshold": float(threshold), "chosen_on": chosen_on,
+                                                     "weights_of": weights_of}
+        if metrics is not None:
+            metadata["metrics"] = [dict(m) for m in metrics]
+
+    return rewrite_metadata(package, out, edit, overwrite=overwrite)
+
+
+def rewrite_metadata(package: Path, out: Path, edit: Callable[[dict[str, Any]], None], *,
+                     overwrite: bool = False) -> dict[str, Any]:
+    """The package at `package` written to `out` with its model.json changed by `edit` (the ONNX graph
+    and weights as they are; the metadata copy inside the ONNX file and the sha256 follow)."""
+    source = load_package(package)  # hash and metadata verified before anything is copied
+    metadata: dict[str, Any] = json.loads(json.dumps(source.metadata))
+    edit(metadata)
     model = onnx.load(str(source.onnx_path))  # whole graph in memory: `out` may replace `package`
     with staged_folder(Path(out), overwrite=overwrite) as folder:
         written = write_package_metadata(folder, model, metadata)

@@ -83,21 +83,21 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
             "fp_series3_ml": fps[1]["infection_ml_outside_tumour_region"]}
 
 
-def slice_curve(package: Path, shared: Path, thresholds: list[float], docs: Path) -> None:
+def slice_curve(package: Path, shared: Path, thresholds: list[float], docs: Path, *, tta: bool = False) -> None:
     """Mean DSC / sensitivity / specificity on the real 2-D slices per threshold (the only real COVID-19 data)."""
     from covseg.training import default_evaluation as ev
 
     results = []
     for threshold in thresholds:
-        SETTINGS.update(threshold=threshold, tta=False)
+        SETTINGS.update(threshold=threshold, tta=tta)
         with tempfile.TemporaryDirectory() as tmp:
             rows = ev.evaluate_covid_slices(package, shared, Path(tmp))
         means = {metric: float(np.mean([r[metric] for r in rows if r[metric] is not None]))
                  for metric in ("dsc", "sensitivity", "specificity")}
-        results.append({"threshold": threshold, **{f"slices_{k}": v for k, v in means.items()}})
+        results.append({"tta": tta, "threshold": threshold, **{f"slices_{k}": v for k, v in means.items()}})
         print(json.dumps(results[-1]), flush=True)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "slices.json").write_text(json.dumps(results, indent=2))
+    (docs / ("slices_tta.json" if tta else "slices.json")).write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -112,13 +112,14 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "experiments" / "infection_threshold")
     parser.add_argument("--slices", action="store_true",
-                        help="only the 50 real 2-D COVID-19 slices, without mirroring -> slices.json")
+                        help="only the 50 real 2-D COVID-19 slices -> slices.json (slices_tta.json with --tta)")
+    parser.add_argument("--tta", action="store_true", help="with --slices: with test-time mirroring")
     args = parser.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     packages = [args.models / "lung", args.models / "infection"]
     pipeline.sliding_window = thresholded_sliding_window(pipeline.sliding_window)
     if args.slices:
-        slice_curve(packages[1], args.shared, thresholds, args.docs)
+        slice_curve(packages[1], args.shared, thresholds, args.docs, tta=args.tta)
         return
     results = []
     for tta in (False, True):

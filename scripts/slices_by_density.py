@@ -43,7 +43,8 @@ def main() -> None:
     for path in args.cases:
         with path.open(newline="", encoding="utf-8") as handle:
             tables.append({row["case"]: float(row["sensitivity"] or 0.0) for row in csv.DictReader(handle)})
-    print("| lesion median HU | slices | " + " | ".join(f"sensitivity ({p.parent.as_posix()})" for p in args.cases) + " |")
+    columns = " | ".join(f"sensitivity ({path.parent.as_posix()})" for path in args.cases)
+    print(f"| lesion median HU | slices | {columns} |")
     print("|---|---|" + "---|" * len(args.cases))
     for low, high in BANDS_HU:
         ids = [case for case, hu in medians.items() if low <= hu < high]

@@ -110,3 +110,17 @@ def test_segment_refuses_a_threshold_outside_0_1(tmp_path: Path) -> None:
     package = load_package(_two_class_infection(tmp_path))
     with pytest.raises(ValueError, match="--infection-threshold"):
         pipeline.segment(_block_volume(), [package], device="cpu", threads=1, infection_threshold=1.5)
+
+
+def test_mirror_axes_stated_by_a_package_and_checked(tmp_path: Path) -> None:
+    from covseg.export.operating_point import rewrite_metadata
+
+    source = make_package(tmp_path / "a", "lung")
+    rewrite_metadata(source, tmp_path / "b", lambda meta: meta["input"].update(mirror_axes=[2, 0]))
+    assert load_package(tmp_path / "b").mirror_axes == (0, 2)
+    assert load_package(source).mirror_axes is None  # older packages: not stated
+    for bad in ([3], [0, 0], "x", [True]):
+        folder = make_package(tmp_path / f"bad{bad!s}", "lung", edit=lambda meta, b=bad: meta["input"].update(
+            mirror_axes=b))
+        with pytest.raises(ModelPackageError, match="mirror_axes"):
+            load_package(folder)

@@ -211,3 +211,56 @@ def test_agrees_with_monai(shape: tuple[int, int, int], patch: tuple[int, int, i
             torch.from_numpy(image[None]), patch, 2, lambda x: torch.softmax(net(x), 1), overlap=overlap,
             mode="gaussian", sigma_scale=0.125)[0].numpy()
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+def _sided_predictor(batch: np.ndarray) -> np.ndarray:
+    """A model that names sides by position, as a lung model does: foreground voxels in the low-x half
+    of what it sees are 'left' (channel 1), the others 'right' (channel 2); logits are sharp."""
+    n, _, z, y, x = batch.shape
+    foreground = batch[:, 0] > 0.5
+    low_x = np.broadcast_to(np.arange(x) < x / 2, (n, z, y, x))
+    logits = np.zeros((n, 3, z, y, x), dtype=np.float32)
+    logits[:, 0] = np.where(foreground, -10.0, 10.0)
+    logits[:, 1] = np.where(foreground & low_x, 10.0, -10.0)
+    logits[:, 2] = np.where(foreground & ~low_x, 10.0, -10.0)
+    return logits
+
+
+def test_tta_keeps_sides_when_told_which_channels_swap() -> None:
+    from covseg.engine.postprocess import side_swapped_channels
+
+    image = np.zeros((1, 8, 8, 16), dtype=np.float32)
+    image[0, 2:6, 2:6, 1:15] = 1.0  # one blob across the midline: its halves must keep their sides
+    swap = side_swapped_channels({0: "background", 1: "lung_left", 2: "lung_right"})
+    assert swap == [0, 2, 1]
+    plain = sliding_window(image, _sided_predictor, patch=(8, 8, 16)).argmax(axis=0)
+    mirrored = sliding_window(image, _sided_predictor, patch=(8, 8, 16), tta=True, x_mirror_channels=swap)
+    assert np.array_equal(mirrored.argmax(axis=0), plain)
+    assert set(np.unique(plain[2:6, 2:6, 1:15])) == {1, 2}
+    # Without the swap, the sides' probabilities average out: the test would catch the old behaviour.
+    confused = sliding_window(image, _sided_predictor, patch=(8, 8, 16), tta=True)
+    assert confused[1:, 2:6, 2:6, 1:15].max() < 0.6
+
+
+def test_no_sided_classes_no_swap() -> None:
+    from covseg.engine.postprocess import side_swapped_channels
+
+    assert side_swapped_channels({0: "background", 1: "infection_ground_glass"}) is None
+    assert side_swapped_channels({0: "background", 1: "lung_right", 2: "liver", 3: "lung_left"}) == [0, 3, 2, 1]
+
+
+def test_tta_mirrors_only_the_given_axes() -> None:
+    image = np.random.default_rng(3).random((1, 8, 8, 8)).astype(np.float32)
+    calls: list[int] = []
+
+    def counting(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return np.concatenate([batch, 1.0 - batch], axis=1)
+
+    plain = sliding_window(image, counting, patch=(8, 8, 8))
+    assert np.array_equal(sliding_window(image, counting, patch=(8, 8, 8), tta=True, tta_axes=()), plain)
+    calls.clear()
+    one_axis = sliding_window(image, counting, patch=(8, 8, 8), tta=True, tta_axes=(0,))
+    assert len(calls) == 2  # the window and its z mirror
+    mirrored = sliding_window(np.ascontiguousarray(image[:, ::-1]), counting, patch=(8, 8, 8))[:, ::-1]
+    assert np.allclose(one_axis, 0.5 * (plain + mirrored), atol=1e-6)

@@ -22,7 +22,14 @@ import torch
 
 from covseg.errors import ModelPackageError
 from covseg.training.checkpoint import LoadReport, load_matching, save_checkpoint
-from covseg.training.config import Config, DataConfig, NetworkConfig, ScheduleConfig, StrategyConfig
+from covseg.training.config import (
+    AugmentationConfig,
+    Config,
+    DataConfig,
+    NetworkConfig,
+    ScheduleConfig,
+    StrategyConfig,
+)
 from covseg.training.networks import build_network
 
 TRAINING_ONLY = ("decoder.heads.1.", "decoder.heads.2.", "decoder.heads.3.", "decoder.heads.4.")  # deep supervision
@@ -141,6 +148,12 @@ def _class_names(meta: dict[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _augmentation(meta: dict[str, Any]) -> AugmentationConfig:
+    """The package's mirror axes become the recovered run's flip axes (all three when not stated)."""
+    axes = meta["input"].get("mirror_axes")
+    return AugmentationConfig() if axes is None else AugmentationConfig(flip_axes=tuple(int(a) for a in axes))
+
+
 def _data_config(meta: dict[str, Any]) -> DataConfig:
     spacing = tuple(float(v) for v in reversed(meta["input"]["spacing_mm"]))
     norm = meta["input"]["normalization"]
@@ -175,7 +188,8 @@ def checkpoint_from_package(package: Path, out: Path) -> RecoveredCheckpoint:
     state = _state_from_initializers(_initializers(graph), str(meta["network"]["family"]))
     network = network_config(meta, state)
     config = Config(data=_data_config(meta), network=network, strategy=StrategyConfig(),
-                    schedule=ScheduleConfig(patch_zyx=tuple(int(v) for v in meta["input"]["patch"])))
+                    schedule=ScheduleConfig(patch_zyx=tuple(int(v) for v in meta["input"]["patch"])),
+                    augmentation=_augmentation(meta))
     model = build_network(config.validate())
     divisor = [int(v) for v in meta["input"]["divisor"]]
     if any(key not in state for key in model.state_dict() if not key.startswith(TRAINING_ONLY)):
