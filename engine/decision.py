@@ -33,7 +33,7 @@ def decision_threshold(package: ModelPackage, infection_threshold: float | None)
     if package.num_classes != 2:
         return None
     if infection_threshold is not None and "infection" in groups_of(package.classes):
-        return check_threshold(infection_threshold)
+        return infection_threshold  # checked on entry (segment, infer)
     return package.threshold
 
 

@@ -115,6 +115,11 @@ class ModelPackage:
         return len(self.classes)
 
     @property
+    def tta_axes(self) -> tuple[int, ...]:
+        """The axes `--tta` mirrors: those training mirrored, all three when the package does not say."""
+        return (0, 1, 2) if self.mirror_axes is None else self.mirror_axes
+
+    @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         return (self.spacing_mm[2], self.spacing_mm[1], self.spacing_mm[0])
 

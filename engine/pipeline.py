@@ -150,7 +150,7 @@ def _run_model(run: _Run, package: ModelPackage) -> None:
         batch_size=run.options["batch_size"], tta=run.options["tta"], progress=scaled(run.progress, stage, 0.1, 0.9),
         pad_value=package.normalization.value_of(AIR_HU), num_classes=package.num_classes,
         x_mirror_channels=side_swapped_channels(package.classes),
-        tta_axes=(0, 1, 2) if package.mirror_axes is None else package.mirror_axes)
+        tta_axes=package.tta_axes)
     del image
     threshold = decision_threshold(package, run.options["infection_threshold"])
     apply_threshold(probabilities, threshold)

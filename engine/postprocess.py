@@ -99,18 +99,6 @@ def masks_from_classes(indices: np.ndarray, classes: Mapping[int, str]) -> dict[
     return masks
 
 
-def combine_model_masks(per_model: list[dict[str, np.ndarray]]) -> StructureMasks:
-    """Merge the masks of several models (union per group) into one `StructureMasks`."""
-    merged: dict[str, np.ndarray] = {}
-    for masks in per_model:
-        for group, mask in masks.items():
-            merged[group] = merged[group] | mask if group in merged else mask
-    return StructureMasks(lung=merged.get("lung"), lung_left_hint=merged.get("lung_left"),
-                          lung_right_hint=merged.get("lung_right"), infection=merged.get("infection"),
-                          liver=merged.get("liver"))
-
-
-# --- geometry helpers ---------------------------------------------------------------------
 def side_swapped_channels(classes: Mapping[int, str]) -> list[int] | None:
     """Channel order with each *_left class traded for its *_right twin (None: no class names a side):
     what an x-mirrored input does to a model that names sides."""
@@ -123,6 +111,18 @@ def side_swapped_channels(classes: Mapping[int, str]) -> list[int] | None:
     return order if order != list(range(len(classes))) else None
 
 
+def combine_model_masks(per_model: list[dict[str, np.ndarray]]) -> StructureMasks:
+    """Merge the masks of several models (union per group) into one `StructureMasks`."""
+    merged: dict[str, np.ndarray] = {}
+    for masks in per_model:
+        for group, mask in masks.items():
+            merged[group] = merged[group] | mask if group in merged else mask
+    return StructureMasks(lung=merged.get("lung"), lung_left_hint=merged.get("lung_left"),
+                          lung_right_hint=merged.get("lung_right"), infection=merged.get("infection"),
+                          liver=merged.get("liver"))
+
+
+# --- geometry helpers ---------------------------------------------------------------------
 def axial_axis(geometry: Geometry) -> int:
     """The numpy (z, y, x) axis whose index direction is closest to LPS z (superior)."""
     column = int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # direction column of x, y or z

@@ -95,11 +95,13 @@ def _mirror_sentence(inp: Mapping[str, Any]) -> str:
             else " Trained without mirroring: `--tta` leaves this model as it is.")
 
 
-def _operating_point_lines(output: Mapping[str, Any], how: Mapping[str, Any] | None) -> list[str]:
+def _operating_point_lines(meta: Mapping[str, Any]) -> list[str]:
+    output, how = meta.get("output") or {}, (meta.get("provenance") or {}).get("operating_point")
     if output.get("threshold") is None:
         return []
-    line = (f"Output: class 1 where its probability exceeds **{output['threshold']}** (not argmax at 0.5); "
-            "`covseg infer --infection-threshold` overrides it.")
+    line = f"Output: class 1 where its probability exceeds **{output['threshold']}** (not argmax at 0.5)."
+    if meta.get("task") == "infection":
+        line += " `covseg infer --infection-threshold` overrides it."
     if how:
         line += f" Chosen {how.get('chosen_on')}; weights as in {how.get('weights_of')}."
     return ["## Operating point", "", line, ""]
@@ -125,7 +127,7 @@ def render_model_card(meta: Mapping[str, Any]) -> str:
         f"{inp.get('channels')} channel(s) of CT resampled to {inp.get('spacing_mm')} mm (x, y, z), cropped to "
         f"'{inp.get('crop')}', normalised as {inp.get('normalization')}; windows of {inp.get('patch')} voxels "
         f"(z, y, x); valid window sizes are multiples of {inp.get('divisor')}.{_mirror_sentence(inp)}", "",
-        *_operating_point_lines(meta.get("output") or {}, prov.get("operating_point")),
+        *_operating_point_lines(meta),
         *_data_section(prov),
         "## Training", "",
         f"Strategy: {prov.get('strategy')}; pre-trained from: {prov.get('pretrained_from') or 'none'}; "

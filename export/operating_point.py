@@ -17,6 +17,7 @@ from typing import Any
 
 import onnx
 
+from covseg.engine.decision import check_threshold
 from covseg.engine.package import load_package
 from covseg.errors import ModelPackageError
 from covseg.export.package_writer import staged_folder, write_package_metadata
@@ -30,8 +31,7 @@ def set_operating_point(package: Path, out: Path, threshold: float, *, version: 
     if source.num_classes != 2:
         raise ModelPackageError(f"{source.path}: {source.num_classes} classes; an operating point is only for "
                                 "two-class models")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold {threshold}: must lie strictly between 0 and 1")
+    check_threshold(threshold, "threshold")
     weights_of = f"{source.name} {source.version} (sha256 {source.sha256[:12]})"
 
     def edit(metadata: dict[str, Any]) -> None:

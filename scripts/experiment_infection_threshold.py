@@ -31,6 +31,8 @@ SETTINGS: dict[str, Any] = {"threshold": 0.5, "tta": False}
 
 
 def thresholded_sliding_window(original: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    from covseg.engine.decision import apply_threshold
+
     cache: dict[tuple[Any, ...], np.ndarray] = {}
 
     def wrapped(image: np.ndarray, predictor: Any, **kwargs: Any) -> np.ndarray:
@@ -41,11 +43,7 @@ def thresholded_sliding_window(original: Callable[..., np.ndarray]) -> Callable[
         if key not in cache:
             cache[key] = original(image, predictor, **kwargs)
         probabilities = cache[key].copy()
-        if binary:
-            shift = np.float32(SETTINGS["threshold"] - 0.5)
-            probabilities[0] += shift
-            probabilities[1] -= shift
-        return probabilities
+        return apply_threshold(probabilities, SETTINGS["threshold"]) if binary else probabilities
 
     return wrapped
 

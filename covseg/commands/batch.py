@@ -95,13 +95,11 @@ def batch(
     """Segment and quantify many studies; resumable (--resume), shardable (--shard K/N), local or Dask."""
     from rich.console import Console
 
+    from covseg.commands.infer import checked_infection_threshold
     from covseg.engine.batch import BatchOptions, parse_shard, run_batch
     from covseg.errors import BatchIncompleteError
 
-    if infection_threshold is not None and not 0.0 < infection_threshold < 1.0:
-        raise typer.BadParameter(f"{infection_threshold} is not strictly between 0 and 1",
-                                 param_hint="--infection-threshold")
-
+    checked_infection_threshold(infection_threshold)
     options = BatchOptions(
         out=out, workers=workers, threads_per_worker=threads_per_worker, resume=resume, overwrite=overwrite,
         shard=parse_shard(shard) if shard else None, backend=backend, scheduler=scheduler, task=task,

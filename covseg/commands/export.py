@@ -62,8 +62,13 @@ def export_command(
 
     options = ExportOptions(opset=opset, exporter=exporter, tolerance=tolerance, fp16=fp16, optimize=optimize,
                             parity_data=parity_data, overwrite=overwrite)
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise InputError(f"--threshold {threshold}: must lie strictly between 0 and 1")
+    if threshold is not None:
+        from covseg.engine.decision import check_threshold
+
+        try:
+            check_threshold(threshold, "--threshold")
+        except ValueError as error:
+            raise InputError(str(error)) from None
     identity = Identity(name=name, version=version, task=task, head=head, data_licence=data_licence,
                         threshold=threshold)
     result = export_checkpoint(checkpoint, out, identity, options, truncate=truncate, truncate_convs=truncate_convs,

@@ -83,9 +83,16 @@ def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
     return value
 
 
-def _threshold(value: float | None) -> float | None:
-    if value is not None and not 0.0 < value < 1.0:
-        raise typer.BadParameter(f"{value} is not strictly between 0 and 1", param_hint="--infection-threshold")
+def checked_infection_threshold(value: float | None) -> float | None:
+    """--infection-threshold as given, or a usage error (exit 2) outside (0, 1); infer and batch."""
+    from covseg.engine.decision import check_threshold
+
+    if value is not None:
+        try:
+            check_threshold(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value} is not strictly between 0 and 1",
+                                     param_hint="--infection-threshold") from None
     return value
 
 
@@ -130,7 +137,7 @@ def infer(
     _choice(device, DEVICES, "--device")
     _choice(label_format, FORMATS, "--format")
     _choice(seg_type, SEG_TYPES, "--seg-type")
-    _threshold(infection_threshold)
+    checked_infection_threshold(infection_threshold)
     mode = _choice(progress, PROGRESS_MODES, "--progress") if progress else ("bar" if sys.stderr.isatty() else "none")
     if quiet and mode == "bar":
         mode = "none"
