@@ -167,11 +167,14 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
 # into the heart (inspected, rejected). 3D-IRCADb 1.17 holds the only manual liver mask and is the
 # left-out test case, never used here.
 REAL_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.case_id == "ircad_1_1")
+# A chest CT of another patient (unenhanced, liver dome to neck): the heart above the liver is background
+# in its classical reference, which no abdominal CT among the real cases shows.
+CHEST_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.patient == "lungdx_a0001")
 
 
 def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 6, real_repeats: int = 3,
                              seed: int = 500, sheets_dir: Path | None = None,
-                             enhanced_phantoms: int = 0) -> list[dict[str, object]]:
+                             enhanced_phantoms: int = 0, chest_cases: bool = False) -> list[dict[str, object]]:
     """The liver model's fine-tuning folder: real CT with classical liver references plus phantoms.
 
     Each real case is listed `real_repeats` times (links to one file): with one real CT among the
@@ -179,6 +182,7 @@ def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int 
     phantom, so that no real liver is spent on validation. `sheets_dir`: inspection contact sheets.
     `enhanced_phantoms`: that many more phantoms in the portal venous phase (enhanced heart, great
     vessels and kidneys beside an enhanced liver; synthesis/contrast.py), seeds after the others.
+    `chest_cases`: also the chest CT series of CHEST_LIVER_CASES (never 3D-IRCADb 1.17, the test case).
     """
     from covseg.training.inspection import SOFT_TISSUE_WINDOW_HU, contact_sheet
     from covseg.training.liver_reference import liver_reference
@@ -186,7 +190,7 @@ def build_liver_training_set(shared_data: Path, out_dir: Path, *, phantoms: int 
     for folder in ("images", "labels"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     records: list[dict[str, object]] = []
-    for case in REAL_LIVER_CASES:
+    for case in REAL_LIVER_CASES + (CHEST_LIVER_CASES if chest_cases else ()):
         image = read_study(shared_data / case.relative_path, series_uid=case.series_uid)
         reference, intensity = liver_reference(image)
         _write_pair(out_dir, case.case_id, image, reference.array)
