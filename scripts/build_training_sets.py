@@ -27,7 +27,7 @@ BUILDERS = {
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)
     "liver_enhanced": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection",
                               enhanced_phantoms=6),
-    # liver 1.2.0 candidate: liver_enhanced plus the chest CT of lungdx_a0001 (heart above the liver is background)
+    # liver 1.2.0: liver_enhanced plus the chest CT of lungdx_a0001 (heart above the liver is background)
     "liver_chest": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection",
                            enhanced_phantoms=6, chest_cases=True),
 }
