@@ -104,11 +104,17 @@ def scored_on_slab(image: Any, liver: np.ndarray, test: slice, package: Path, ca
     return case_rows(case, metrics)[0]
 
 
-def table(results: list[dict[str, Any]], source: Path, epochs: int, lr: float) -> str:
+def package_version(package: Path) -> str:
+    """The version in a package's model.json, so the tables name the model that was actually scored."""
+    return str(json.loads((package / "model.json").read_text(encoding="utf-8"))["version"])
+
+
+def table(results: list[dict[str, Any]], source: Path, training_set: Path, version: str, epochs: int,
+          lr: float) -> str:
     lines = ["# Liver, same patient: 3D-IRCADb 1.17 split by slab (two folds)", "",
              __doc__.split("\n\n", 2)[2].strip(), "",
-             f"Each fold: {source.resolve().relative_to(ROOT)} (liver 1.1.0) trained {epochs} more epochs, strategy "
-             f"`continual`, lr {lr:g}, on runs/default_models/liver_enhanced_train plus the training slab "
+             f"Each fold: {source.resolve().relative_to(ROOT)} (liver {version}) trained {epochs} more epochs, "
+             f"strategy `continual`, lr {lr:g}, on {training_set.resolve().relative_to(ROOT)} plus the training slab "
              f"(listed {SLAB_COPIES} times); exported; `covseg infer` on the whole CT.", "",
              "| fold | trained on | scored on | model | DSC | NSD | sensitivity | precision | HD95 mm |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -126,8 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--source", type=Path,
-                        default=ROOT / "runs" / "default_models" / "liver_enhanced_run" / "checkpoints" / "last")
-    parser.add_argument("--training-set", type=Path, default=ROOT / "runs" / "default_models" / "liver_enhanced_train")
+                        default=ROOT / "runs" / "default_models" / "liver_chest_run" / "checkpoints" / "last",
+                        help="the checkpoint the shipped package (--shipped) was exported from")
+    parser.add_argument("--training-set", type=Path, default=ROOT / "runs" / "default_models" / "liver_chest_train")
     parser.add_argument("--shipped", type=Path, default=ROOT / "covseg" / "models" / "liver")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -139,17 +146,18 @@ def main() -> None:
     image, labels = dataset.case(dataset.labelled()[0].id).load()
     liver = (np.rint(labels.array) == int(Label.LIVER)).astype(np.uint8) * np.uint8(Label.LIVER)  # covseg values
     halves = liver_halves(liver)
+    version = package_version(args.shipped)
     results = []
     for name, (train, test) in FOLDS.items():
         fold = args.work / name
         write_fold_data(image, liver, halves[train], args.training_set, fold / "data")
         package = train_and_export(fold, args.source, args.epochs, args.lr)
-        for model, path in (("shipped liver 1.1.0 (no 1.17 voxels)", args.shipped), ("fold model", package)):
+        for model, path in ((f"shipped liver {version} (no 1.17 voxels)", args.shipped), ("fold model", package)):
             row = scored_on_slab(image, liver, halves[test], path, f"ircad_1_17_{test}")
             results.append({"fold": name, "train": train, "test": test, "model": model, **row})
             print(name, model, {k: row.get(k) for k in ("dsc", "nsd", "sensitivity", "precision", "hd95_mm")})
     args.docs.mkdir(parents=True, exist_ok=True)
-    text = table(results, args.source, args.epochs, args.lr)
+    text = table(results, args.source, args.training_set, version, args.epochs, args.lr)
     (args.docs / "README.md").write_text(text)
     print(text)
 

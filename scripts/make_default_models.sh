@@ -80,8 +80,8 @@ python scripts/evaluate_default_models.py slices --record $R/infection_dense_run
 python scripts/evaluate_default_models.py slices --models $R --package infection-compact \
   --out docs/evaluation/infection-compact/slices --record $R/infection_compact_run/checkpoints/last
 python scripts/evaluate_default_models.py liver --record $R/liver_chest_run/checkpoints/last
-# Same patient, split by slab (docs/evaluation/liver_same_patient, ~15 min): measured from liver 1.1.0
-# (liver_enhanced_run), the default when it was run; not repeated for 1.2.0.
+# Same patient, split by slab (docs/evaluation/liver_same_patient, ~15 min): liver 1.2.0 (liver_chest_run).
+# It rewrites README.md there: the reading and 1.1.0's table under the tables were added by hand after the run.
 python scripts/liver_slab_split.py
 python scripts/evaluate_default_models.py liver --models $R --package liver-compact \
   --out docs/evaluation/liver-compact --record $R/liver_compact_enhanced_run/checkpoints/last
