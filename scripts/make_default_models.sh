@@ -27,6 +27,12 @@ covseg train --config training/recipes/default_liver.toml --out $R/liver_run --r
 # liver 1.1.0: 1.0.0 trained further with phantoms in the portal venous phase.
 covseg train --config training/recipes/default_liver_enhanced.toml --out $R/liver_enhanced_run --resume
 
+recover_from_package() {  # package run: the package just exported, as the run's first checkpoint (once)
+  [ -f $2/checkpoints/last/model.safetensors ] || python -c "
+from pathlib import Path
+from covseg.training.package_weights import checkpoint_from_package
+checkpoint_from_package(Path('covseg/models/$1'), Path('$2/checkpoints/last'))"
+}
 export_model() {  # name checkpoint licence version [task]
   covseg export "$2" --out covseg/models/$1 --name $1 --version $4 --task ${5:-$1} --exporter torchscript \
     --data-licence "$3" --overwrite
@@ -37,19 +43,13 @@ export_model liver $R/liver_enhanced_run/checkpoints/last "$LICENCE_REAL" 1.1.0
 # liver 1.2.0: 1.1.0 recovered from the package just exported and trained to epoch 48 with the chest CT of
 # lungdx_a0001 added (heart above the liver as background; docs/evaluation/liver step 5, ~18 min).
 LICENCE_LIVER="research use only, non-commercial: 3D-IRCADb CC BY-NC-ND 3.0; lungdx_a0001 CC BY 4.0"
-[ -f $R/liver_chest_run/checkpoints/last/model.safetensors ] || python -c "
-from pathlib import Path
-from covseg.training.package_weights import checkpoint_from_package
-checkpoint_from_package(Path('covseg/models/liver'), Path('$R/liver_chest_run/checkpoints/last'))"
+recover_from_package liver $R/liver_chest_run
 covseg train --config training/recipes/default_liver_chest.toml --out $R/liver_chest_run --resume --epochs 48
 export_model liver $R/liver_chest_run/checkpoints/last "$LICENCE_LIVER" 1.2.0
 # infection 1.2.0: 1.1.0 recovered from the package just exported (as it was made) and trained to epoch 120
 # with dense ground glass and dependent-density phantoms (docs/experiments/infection_dense_ggo, ~10 min).
 [ -f $R/infection_dense_train/cases.json ] || python scripts/build_training_sets.py infection_dense
-[ -f $R/infection_dense_run/checkpoints/last/model.safetensors ] || python -c "
-from pathlib import Path
-from covseg.training.package_weights import checkpoint_from_package
-checkpoint_from_package(Path('covseg/models/infection'), Path('$R/infection_dense_run/checkpoints/last'))"
+recover_from_package infection $R/infection_dense_run
 covseg train --config training/recipes/default_infection_dense.toml --out $R/infection_dense_run --resume \
   --epochs 120
 export_model infection $R/infection_dense_run/checkpoints/last "$LICENCE_COVID" 1.2.0

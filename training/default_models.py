@@ -162,13 +162,13 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     return records
 
 
-# Real CT with classical liver references (liver_reference.py): contrast-enhanced 3D-IRCADb 1.1 only.
-# lungdx_a0001 is unenhanced: its heart and liver differ by a few HU and the classical method grew
-# into the heart (inspected, rejected). 3D-IRCADb 1.17 holds the only manual liver mask and is the
-# left-out test case, never used here.
+# Real CT with classical liver references (liver_reference.py). 3D-IRCADb 1.17 holds the only manual
+# liver mask and is the left-out test case, never used here.
 REAL_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.case_id == "ircad_1_1")
-# A chest CT of another patient (unenhanced, liver dome to neck): the heart above the liver is background
-# in its classical reference, which no abdominal CT among the real cases shows.
+# A chest CT of another patient (unenhanced, liver dome to neck), used from liver 1.2.0 on: the heart above
+# the liver is background in its classical reference, which no abdominal CT among the real cases shows. The
+# method's first version grew into this heart (its liver and heart differ by a few HU) and was rejected;
+# the current one leaves it out (docs/inspection/liver_lungdx_a0001_s*.png).
 CHEST_LIVER_CASES = tuple(case for case in REAL_LUNG_CASES if case.patient == "lungdx_a0001")
 
 
