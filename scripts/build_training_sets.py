@@ -22,6 +22,10 @@ BUILDERS = {
     "infection_dependent": partial(default_models.build_infection_training_set, dependent_phantoms=6),
     "infection_dense": partial(default_models.build_infection_training_set, dependent_phantoms=6,
                                dense_ground_glass=True),
+    # infection 1.3.0: infection_dense with 10 lesion draws per real CT instead of 4, so that real lung
+    # texture is in more of the training patches
+    "infection_more_real": partial(default_models.build_infection_training_set, dependent_phantoms=6,
+                                   dense_ground_glass=True, real_variants=10),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)

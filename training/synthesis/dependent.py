@@ -4,7 +4,7 @@ Gravity compresses the most dependent alveoli (and 5 mm slices average them with
 real CTs without disease show a smooth subpleural band of -650 to -300 HU at the posterior lung
 bases, a few millimetres to a centimetre thick, thinning towards the apex. It is normal lung, not
 infection; on lungdx_a0001 (no COVID-19) the infection model 1.1.0 called such bands, and density
-along the heart border and diaphragm, infection (docs/evaluation/infection: 25-28 mL). Phantoms
+along the heart border and diaphragm, infection (docs/evaluation/infection-1.1.0: 25-28 mL). Phantoms
 with this band, labelled lung, are the negatives that teach the difference: COVID-19 lesions are
 patchy and rounded, the dependent band smooth and continuous along the whole posterior wall.
 
