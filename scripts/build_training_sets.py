@@ -26,6 +26,10 @@ BUILDERS = {
     # texture is in more of the training patches
     "infection_more_real": partial(default_models.build_infection_training_set, dependent_phantoms=6,
                                    dense_ground_glass=True, real_variants=10),
+    # experiment (docs/experiments/infection_more_real, second leg): sixteen fresh lesion draws per real CT
+    # and fresh phantoms (another seed)
+    "infection_more_real2": partial(default_models.build_infection_training_set, dependent_phantoms=6,
+                                    dense_ground_glass=True, real_variants=16, seed=310),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)
