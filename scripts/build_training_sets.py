@@ -15,21 +15,21 @@ from pathlib import Path
 from covseg.training import default_models
 
 ROOT = Path(__file__).resolve().parents[1]
+# infection 1.2.0's cases (dependent-density phantoms, dense ground glass); later sets vary the draws
+_infection_dense = partial(default_models.build_infection_training_set, dependent_phantoms=6,
+                           dense_ground_glass=True)
 BUILDERS = {
     "lung": default_models.build_lung_training_set,
     "infection": default_models.build_infection_training_set,
     # experiment (not shipped): the same cases plus phantoms with the dependent density band of normal lung
     "infection_dependent": partial(default_models.build_infection_training_set, dependent_phantoms=6),
-    "infection_dense": partial(default_models.build_infection_training_set, dependent_phantoms=6,
-                               dense_ground_glass=True),
+    "infection_dense": _infection_dense,
     # infection 1.3.0: infection_dense with 10 lesion draws per real CT instead of 4, so that real lung
     # texture is in more of the training patches
-    "infection_more_real": partial(default_models.build_infection_training_set, dependent_phantoms=6,
-                                   dense_ground_glass=True, real_variants=10),
+    "infection_more_real": partial(_infection_dense, real_variants=10),
     # experiment (docs/experiments/infection_more_real, second leg): sixteen fresh lesion draws per real CT
     # and fresh phantoms (another seed)
-    "infection_more_real2": partial(default_models.build_infection_training_set, dependent_phantoms=6,
-                                    dense_ground_glass=True, real_variants=16, seed=310),
+    "infection_more_real2": partial(_infection_dense, real_variants=16, seed=310),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)
