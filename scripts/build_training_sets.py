@@ -30,6 +30,9 @@ BUILDERS = {
     # experiment (docs/experiments/infection_more_real, second leg): sixteen fresh lesion draws per real CT
     # and fresh phantoms (another seed)
     "infection_more_real2": partial(_infection_dense, real_variants=16, seed=310),
+    # experiment (docs/experiments/infection_faint): infection_more_real plus four draws per real CT of many
+    # small, faint ground-glass lesions
+    "infection_faint": partial(_infection_dense, real_variants=10, faint_variants=4),
     # the liver reference's inspection sheets are kept beside the lungs'
     "liver": partial(default_models.build_liver_training_set, sheets_dir=ROOT / "docs" / "inspection"),
     # liver 1.1.0: the same cases plus phantoms in the portal venous phase (enhanced heart, vessels, kidneys)

@@ -10,7 +10,7 @@ import pytest
 from covseg.labels import DEFAULT_CONSOLIDATION_THRESHOLD_HU, LUNG_LABELS, Label
 from covseg.training.default_models import lungs_with_lesions
 from covseg.training.lesion_insertion import insert_covid, real_ct_frame, split_mosmed
-from covseg.training.synthesis.config import PhantomConfig
+from covseg.training.synthesis.config import FAINT_GGO_FILL, PhantomConfig
 from covseg.training.synthesis.phantom import make_phantom
 
 
@@ -47,6 +47,20 @@ def test_same_seed_same_case_other_seed_other_case(healthy: tuple[object, np.nda
     assert np.array_equal(first.image.array, again.image.array)
     assert np.array_equal(first.labels.array, again.labels.array)
     assert not np.array_equal(first.labels.array, other.labels.array)
+
+
+def test_faint_ground_glass_draws_the_same_lesions_fainter(healthy: tuple[object, np.ndarray]) -> None:
+    image, lungs = healthy
+    plain = insert_covid(image, lungs, seed=4, count=8)  # type: ignore[arg-type]
+    faint = insert_covid(image, lungs, seed=4, count=8, ggo_fill=FAINT_GGO_FILL)  # type: ignore[arg-type]
+    infection = [int(Label.INFECTION_GROUND_GLASS), int(Label.INFECTION_CONSOLIDATION)]
+    drawn = np.isin(plain.labels.array, infection)
+    assert drawn.sum() > 500 and np.array_equal(drawn, np.isin(faint.labels.array, infection))
+    rise_plain = plain.image.array[drawn].astype(float) - image.array[drawn]  # type: ignore[attr-defined]
+    rise_faint = faint.image.array[drawn].astype(float) - image.array[drawn]  # type: ignore[attr-defined]
+    assert (rise_faint <= rise_plain + 1e-6).all()  # no voxel gets denser, wherever the pattern is ground glass
+    ggo = plain.labels.array == int(Label.INFECTION_GROUND_GLASS)
+    assert np.median(rise_faint[ggo[drawn]]) < 0.8 * np.median(rise_plain[ggo[drawn]])
 
 
 def test_lesions_are_lower_lobe_predominant(healthy: tuple[object, np.ndarray]) -> None:

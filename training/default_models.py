@@ -21,7 +21,7 @@ from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, LUNG_LABELS, Label
 from covseg.training.reference_dataset import REAL_LUNG_CASES, reference_case
-from covseg.training.synthesis.config import PhantomConfig
+from covseg.training.synthesis.config import FAINT_GGO_FILL, PhantomConfig
 from covseg.training.synthesis.dicom_series import write_nifti
 from covseg.training.synthesis.phantom import make_phantom
 
@@ -93,8 +93,8 @@ def mosmed_split_folder(out_dir: Path, files: Sequence[Path]) -> Path:
 
 def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: int = 10, real_variants: int = 4,
                                  seed: int = 300, exclude_patients: Sequence[str] = ("lungdx_a0001",),
-                                 dependent_phantoms: int = 0, dense_ground_glass: bool = False
-                                 ) -> list[dict[str, object]]:
+                                 dependent_phantoms: int = 0, dense_ground_glass: bool = False,
+                                 faint_variants: int = 0) -> list[dict[str, object]]:
     """The infection model's training folder: COVID-19 lesions synthesised into real lungs and phantoms.
 
     Lesion shapes come from the MosMed *train* split only (lesion_insertion.split_mosmed); the
@@ -104,7 +104,9 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     many more phantoms with the dependent density band of normal lung (synthesis/dependent.py), every
     other one without lesions: negatives for the band that is not infection. `dense_ground_glass`: the
     training lesions' ground glass reaches ~-150 HU (config.DENSE_GGO_FILL); the validation phantom
-    keeps the standard range, so validation figures stay comparable.
+    keeps the standard range, so validation figures stay comparable. `faint_variants`: that many more draws
+    per real CT of many small, faint ground-glass lesions (config.FAINT_GGO_FILL), from a random stream of
+    their own so that every other case is drawn exactly as without them.
     """
     from covseg.training.lesion_insertion import insert_covid, split_mosmed
     from covseg.training.synthesis.mosmed_shapes import LICENCE, mask_files
@@ -114,6 +116,7 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     records: list[dict[str, object]] = []
     rng = np.random.default_rng(seed)
+    faint_rng = np.random.default_rng([seed, 1])
     for case in REAL_LUNG_CASES:
         if case.patient in exclude_patients:
             continue
@@ -127,6 +130,15 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
             write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
             write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
             records.append({"case": case_id, "source": "real CT + synthesised COVID-19 lesions",
+                            "licence": f"{case.licence}; {LICENCE}"})
+        for variant in range(faint_variants):
+            inserted = insert_covid(image, reference.array, seed=int(faint_rng.integers(1 << 31)),
+                                    count=int(faint_rng.integers(6, 13)), scale=float(faint_rng.uniform(0.4, 0.8)),
+                                    shape_files=split["train"], ggo_fill=FAINT_GGO_FILL)
+            case_id = f"{case.case_id}_covid_faint{variant}"
+            write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
+            write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+            records.append({"case": case_id, "source": "real CT + synthesised small faint COVID-19 lesions",
                             "licence": f"{case.licence}; {LICENCE}"})
     mosmed_train = mosmed_split_folder(out_dir / "train_shapes", split["train"])
     for i, config in enumerate(phantom_configs(phantoms, seed)):

@@ -50,6 +50,9 @@ GGO_FILL = (0.2, 0.5)  # -850 -> about -670 ... -410 HU
 # Opt-in (PhantomConfig.dense_ground_glass, insert_covid): ground glass up to ~-150 HU, the band between
 # GGO_FILL and CONSOLIDATION_FILL where real COVID-19 slices lose most sensitivity (docs/experiments).
 DENSE_GGO_FILL = (0.2, 0.8)  # -850 -> about -670 ... -150 HU
+# Opt-in (insert_covid ggo_fill, the infection_faint training set): the faint end of GGO_FILL alone, for
+# small early lesions that are barely denser than lung (the kind the evaluation's hardest case is made of).
+FAINT_GGO_FILL = (0.15, 0.3)  # -850 -> about -720 ... -590 HU
 CONSOLIDATION_FILL = (0.86, 0.98)  # -850 -> about -93 ... +13 HU
 SEPTAL_FILL = 0.3  # extra fill on the reticular lines of crazy paving
 NODULE_HU = (10.0, 50.0)
