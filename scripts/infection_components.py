@@ -29,10 +29,8 @@ from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, LUNG_LABELS
 from covseg.training import default_evaluation as ev
-from covseg.training.lesion_insertion import insert_covid, split_mosmed
 from covseg.training.lung_reference import lung_reference
 from covseg.training.synthesis.dicom_series import write_nifti
-from covseg.training.synthesis.mosmed_shapes import mask_files
 
 ROOT = Path(__file__).resolve().parents[1]
 INFECTION = [int(v) for v in INFECTION_LABELS]
@@ -77,7 +75,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     packages = [args.models / "lung", args.models / "infection"]
-    test_shapes = split_mosmed(mask_files(args.shared / "mosmed_covid_masks" / "masks"))["test"]
+    test_shapes = ev.mosmed_test_shapes(args.shared)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -89,9 +87,8 @@ def main() -> None:
             _, region = ev.lungdx_tumour(image, study, args.shared)
             prediction, _ = ev.infer(study, packages, work / "out")
             rows += predicted_components(study.name, image, prediction, None, region, lungs)
-            for variant in range(2):  # the seeds and counts of default_evaluation.evaluate_infection
-                inserted = insert_covid(image, reference, seed=7000 + variant, count=6 + 2 * variant,
-                                        shape_files=test_shapes)
+            for variant in range(2):  # the cases of default_evaluation.evaluate_infection
+                inserted = ev.held_out_lesions(image, reference, variant, test_shapes)
                 path = work / f"{study.name}_covid{variant}.nii.gz"
                 write_nifti(inserted.image, path)
                 prediction, _ = ev.infer(path, packages, work / "out")

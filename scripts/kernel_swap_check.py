@@ -23,17 +23,15 @@ import numpy as np
 from covseg.engine.reading import read_study
 from covseg.labels import INFECTION_LABELS
 from covseg.training import default_evaluation as ev
-from covseg.training.lesion_insertion import insert_covid, split_mosmed
 from covseg.training.lung_reference import lung_reference
 from covseg.training.metrics import overlap_scores
 from covseg.training.synthesis.dicom_series import write_nifti
-from covseg.training.synthesis.mosmed_shapes import mask_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def swapped_scores(models: Path, shared: Path, variants: list[int]) -> list[dict[str, Any]]:
-    test_shapes = split_mosmed(mask_files(shared / "mosmed_covid_masks" / "masks"))["test"]
+    test_shapes = ev.mosmed_test_shapes(shared)
     series = {Path(relative).name: read_study(shared / relative) for relative in ev.LUNGDX}
     references = {name: lung_reference(image).array for name, image in series.items()}
     regions = {name: ev.lungdx_tumour(image, shared / relative, shared)[1]
@@ -47,8 +45,7 @@ def swapped_scores(models: Path, shared: Path, variants: list[int]) -> list[dict
             for variant in variants:
                 for kernel_of, image in series.items():
                     # the evaluation's draw for `lesions_of` (its seed, count and lung reference), into `kernel_of`
-                    case = insert_covid(image, references[lesions_of], seed=7000 + variant, count=6 + 2 * variant,
-                                        shape_files=test_shapes)
+                    case = ev.held_out_lesions(image, references[lesions_of], variant, test_shapes)
                     path = work / f"lesions_{lesions_of}_{variant}_in_{kernel_of}.nii.gz"
                     write_nifti(case.image, path)
                     prediction, _ = ev.infer(path, [models / "lung", models / "infection"], work / "out")

@@ -22,10 +22,8 @@ from scipy import ndimage
 from covseg.engine.reading import read_study
 from covseg.labels import INFECTION_LABELS, LUNG_LABELS
 from covseg.training import default_evaluation as ev
-from covseg.training.lesion_insertion import insert_covid, split_mosmed
 from covseg.training.lung_reference import lung_reference
 from covseg.training.synthesis.dicom_series import write_nifti
-from covseg.training.synthesis.mosmed_shapes import mask_files
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_ML = 1.0
@@ -65,12 +63,12 @@ def main() -> None:
     reference = lung_reference(image).array
     lungs = np.isin(reference, LUNG_LABELS)
     spacing_zyx = np.array(image.geometry.spacing)[::-1]
-    test_shapes = split_mosmed(mask_files(args.shared / "mosmed_covid_masks" / "masks"))["test"]
+    test_shapes = ev.mosmed_test_shapes(args.shared)
     infection = [int(v) for v in INFECTION_LABELS]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in (int(v) for v in args.variants.split(",")):
-            case = insert_covid(image, reference, seed=7000 + variant, count=6 + 2 * variant, shape_files=test_shapes)
+            case = ev.held_out_lesions(image, reference, variant, test_shapes)
             path = Path(tmp) / f"{Path(relative).name}_covid{variant}.nii.gz"
             write_nifti(case.image, path)
             prediction, _ = ev.infer(path, [args.models / "lung", args.models / "infection"], Path(tmp) / "out")

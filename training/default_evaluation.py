@@ -21,7 +21,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -35,6 +35,9 @@ from covseg.labels import INFECTION_LABELS, Label
 from covseg.training.evaluation import Row, case_rows, read_label_map, write_evaluation
 from covseg.training.metrics import METRIC_NAMES, case_metrics, overlap_scores
 from covseg.training.synthesis.dicom_series import write_nifti
+
+if TYPE_CHECKING:
+    from covseg.training.lesion_insertion import InsertedCase
 
 LUNGDX = ("lungdx_a0001_chest_ct/series2_5mm_kernel_L", "lungdx_a0001_chest_ct/series3_5mm_kernel_B")
 LUNG_STRUCTURES = {"lung_left": int(Label.LUNG_LEFT), "lung_right": int(Label.LUNG_RIGHT)}
@@ -162,17 +165,32 @@ def ignoring(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
+def mosmed_test_shapes(shared_data: Path) -> tuple[Path, ...]:
+    """The MosMed masks of the test split: the only lesion shapes the evaluation draws."""
+    from covseg.training.lesion_insertion import split_mosmed
+    from covseg.training.synthesis.mosmed_shapes import mask_files
+
+    return split_mosmed(mask_files(shared_data / "mosmed_covid_masks" / "masks"))["test"]
+
+
+def held_out_lesions(image: Volume, lung_labels: np.ndarray, variant: int, test_shapes: tuple[Path, ...]
+                     ) -> InsertedCase:
+    """The evaluation's synthesised case `variant` of a real CT (fixed seed and count), so that analyses
+    (scripts/infection_components.py, kernel_swap_check.py, lesion_shape_check.py) see the same lesions."""
+    from covseg.training.lesion_insertion import insert_covid
+
+    return insert_covid(image, lung_labels, seed=7000 + variant, count=6 + 2 * variant, shape_files=test_shapes)
+
+
 def evaluate_infection(lung_package: Path, infection_package: Path, shared_data: Path, out_dir: Path, *,
                        variants: int = 2, phantom_seeds: Sequence[int] = (950, 951)) -> dict[str, Any]:
     """Infection model on synthesised held-out cases, and its false positives on real non-COVID CT."""
     from covseg.training.default_models import mosmed_split_folder
-    from covseg.training.lesion_insertion import insert_covid, split_mosmed
     from covseg.training.lung_reference import lung_reference
     from covseg.training.synthesis.config import PhantomConfig
-    from covseg.training.synthesis.mosmed_shapes import mask_files
     from covseg.training.synthesis.phantom import make_phantom
 
-    test_shapes = split_mosmed(mask_files(shared_data / "mosmed_covid_masks" / "masks"))["test"]
+    test_shapes = mosmed_test_shapes(shared_data)
     packages = [lung_package, infection_package]
     rows: list[Row] = []
     specificity: list[dict[str, Any]] = []
@@ -186,8 +204,7 @@ def evaluate_infection(lung_package: Path, infection_package: Path, shared_data:
             prediction, report = infer(study, packages, work / "out")
             specificity.append(_false_positives(study.name, prediction, report, boxes, region))
             for variant in range(variants):
-                inserted = insert_covid(image, reference, seed=7000 + variant, count=6 + 2 * variant,
-                                        shape_files=test_shapes)
+                inserted = held_out_lesions(image, reference, variant, test_shapes)
                 path = work / f"{Path(relative).name}_covid{variant}.nii.gz"
                 write_nifti(inserted.image, path)
                 prediction, report = infer(path, packages, work / "out")

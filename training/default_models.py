@@ -21,7 +21,7 @@ from covseg.engine.reading import read_study
 from covseg.engine.volume import Volume
 from covseg.labels import INFECTION_LABELS, LUNG_LABELS, Label
 from covseg.training.reference_dataset import REAL_LUNG_CASES, reference_case
-from covseg.training.synthesis.config import FAINT_GGO_FILL, PhantomConfig
+from covseg.training.synthesis.config import DENSE_GGO_FILL, FAINT_GGO_FILL, GGO_FILL, PhantomConfig
 from covseg.training.synthesis.dicom_series import write_nifti
 from covseg.training.synthesis.phantom import make_phantom
 
@@ -51,9 +51,10 @@ def phantom_configs(count: int, seed: int) -> list[PhantomConfig]:
     return configs
 
 
-def _write_pair(out_dir: Path, case_id: str, image: Volume, lungs: np.ndarray) -> None:
+def _write_pair(out_dir: Path, case_id: str, image: Volume, labels: np.ndarray) -> None:
+    """One training case: the image and its label map on the image's grid (the dataset folder layout)."""
     write_nifti(image, out_dir / "images" / f"{case_id}.nii.gz")
-    write_nifti(image.with_array(lungs), out_dir / "labels" / f"{case_id}.nii.gz")
+    write_nifti(image.with_array(labels), out_dir / "labels" / f"{case_id}.nii.gz")
 
 
 def build_lung_training_set(shared_data: Path | None, out_dir: Path, *, phantoms: int = 8, seed: int = 100,
@@ -125,10 +126,9 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
             inserted = insert_covid(image, reference.array, seed=int(rng.integers(1 << 31)),
                                     count=int(rng.integers(3, 9)), scale=float(rng.uniform(0.6, 1.3)),
                                     shape_files=split["train"] if variant % 2 == 0 else None,
-                                    dense_ground_glass=dense_ground_glass)
+                                    ggo_fill=DENSE_GGO_FILL if dense_ground_glass else GGO_FILL)
             case_id = f"{case.case_id}_covid{variant}"
-            write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
-            write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+            _write_pair(out_dir, case_id, inserted.image, inserted.labels.array)
             records.append({"case": case_id, "source": "real CT + synthesised COVID-19 lesions",
                             "licence": f"{case.licence}; {LICENCE}"})
         for variant in range(faint_variants):
@@ -136,19 +136,17 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
                                     count=int(faint_rng.integers(6, 13)), scale=float(faint_rng.uniform(0.4, 0.8)),
                                     shape_files=split["train"], ggo_fill=FAINT_GGO_FILL)
             case_id = f"{case.case_id}_covid_faint{variant}"
-            write_nifti(inserted.image, out_dir / "images" / f"{case_id}.nii.gz")
-            write_nifti(inserted.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+            _write_pair(out_dir, case_id, inserted.image, inserted.labels.array)
             records.append({"case": case_id, "source": "real CT + synthesised small faint COVID-19 lesions",
                             "licence": f"{case.licence}; {LICENCE}"})
     mosmed_train = mosmed_split_folder(out_dir / "train_shapes", split["train"])
     for i, config in enumerate(phantom_configs(phantoms, seed)):
         config = dataclasses.replace(config, lesions=("covid", *(k for k in config.lesions if k != "covid")),
                                      use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train,
-                                     dense_ground_glass=dense_ground_glass)
+                                     ggo_fill=DENSE_GGO_FILL if dense_ground_glass else GGO_FILL)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}"
-        write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")
-        write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+        _write_pair(out_dir, case_id, phantom.image, phantom.labels.array)
         records.append({"case": case_id, "source": f"phantom seed {config.seed}, lesions {list(config.lesions)}",
                         "licence": f"synthetic (covseg); {LICENCE}"})
     for i, config in enumerate(phantom_configs(dependent_phantoms, seed + phantoms)):
@@ -157,16 +155,14 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
                                      mosmed_dir=mosmed_train, dense_ground_glass=dense_ground_glass)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}_dependent"
-        write_nifti(phantom.image, out_dir / "images" / f"{case_id}.nii.gz")
-        write_nifti(phantom.labels, out_dir / "labels" / f"{case_id}.nii.gz")
+        _write_pair(out_dir, case_id, phantom.image, phantom.labels.array)
         records.append({"case": case_id, "source": f"phantom seed {config.seed}, dependent density band, lesions "
                         f"{list(config.lesions)}", "licence": f"synthetic (covseg); {LICENCE}"})
     mosmed_val = mosmed_split_folder(out_dir / "validation_shapes", split["validation"])
     validation = make_phantom(PhantomConfig(seed=seed + 999, size_xyz=(192, 192, 72), spacing_xyz=(2.0, 2.0, 5.0),
                                             lesions=("covid",), lesion_count=8, use_mosmed=True,
                                             mosmed_dir=mosmed_val))
-    write_nifti(validation.image, out_dir / "images" / "zz_validation_phantom.nii.gz")
-    write_nifti(validation.labels, out_dir / "labels" / "zz_validation_phantom.nii.gz")
+    _write_pair(out_dir, "zz_validation_phantom", validation.image, validation.labels.array)
     records.append({"case": "zz_validation_phantom", "source": "validation phantom, MosMed validation shapes",
                     "licence": f"synthetic (covseg); {LICENCE}"})
     (out_dir / "cases.json").write_text(json.dumps({"cases": records, "mosmed_split": {

@@ -67,14 +67,13 @@ def _cavity(frame: Frame, lungs: np.ndarray) -> tuple[float, float, float]:
 
 
 def insert_covid(image: Volume, lung_labels: np.ndarray, *, seed: int, count: int, scale: float = 1.0,
-                 shape_files: tuple[Path, ...] | None = None, dense_ground_glass: bool = False,
-                 ggo_fill: tuple[float, float] | None = None) -> InsertedCase:
+                 shape_files: tuple[Path, ...] | None = None, ggo_fill: tuple[float, float] = c.GGO_FILL
+                 ) -> InsertedCase:
     """Draw `count` COVID-19 lesions into the lungs of a real CT; labels are exact by construction.
 
-    `shape_files`: MosMed masks to take shapes from (None: procedural blobs); `dense_ground_glass`:
-    ground glass up to ~-150 HU (config.DENSE_GGO_FILL) instead of ~-410; `ggo_fill`: the ground glass's
-    fill range itself (e.g. config.FAINT_GGO_FILL), which overrides `dense_ground_glass`. The fill range
-    changes the HU only: the same seed draws the same lesions.
+    `shape_files`: MosMed masks to take shapes from (None: procedural blobs); `ggo_fill`: the ground glass's
+    fill range (config.GGO_FILL, up to ~-410 HU; DENSE_GGO_FILL, up to ~-150; FAINT_GGO_FILL, ~-720 to -590).
+    The fill range changes the HU only: the same seed draws the same lesions.
     """
     rng = np.random.default_rng(seed)
     lungs = np.isin(lung_labels, LUNG_LABELS)
@@ -86,8 +85,6 @@ def insert_covid(image: Volume, lung_labels: np.ndarray, *, seed: int, count: in
         from covseg.training.synthesis.mosmed_shapes import MosmedShapes
 
         maker = MosmedShapes(frame, rng, files=shape_files)
-    if ggo_fill is None:
-        ggo_fill = c.DENSE_GGO_FILL if dense_ground_glass else c.GGO_FILL
     records = add_covid(frame, rng, sites, lungs, fields, count, scale, maker, ggo_fill)
     hu = image.array.astype(np.float32, copy=True)
     # Airway lumen (air inside the lung mask) stays air: air bronchograms, as in the phantom.
