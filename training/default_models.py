@@ -143,7 +143,7 @@ def build_infection_training_set(shared_data: Path, out_dir: Path, *, phantoms: 
     for i, config in enumerate(phantom_configs(phantoms, seed)):
         config = dataclasses.replace(config, lesions=("covid", *(k for k in config.lesions if k != "covid")),
                                      use_mosmed=i % 2 == 0, mosmed_dir=mosmed_train,
-                                     ggo_fill=DENSE_GGO_FILL if dense_ground_glass else GGO_FILL)
+                                     dense_ground_glass=dense_ground_glass)
         phantom = make_phantom(config)
         case_id = f"phantom_{config.seed:04d}"
         _write_pair(out_dir, case_id, phantom.image, phantom.labels.array)
