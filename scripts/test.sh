@@ -7,4 +7,4 @@ bash scripts/setup.sh
 if [ -f scripts/setup_slicer.sh ]; then bash scripts/setup_slicer.sh; fi
 ruff check covseg engine training export tests benchmarks slicer_extension scripts
 mypy covseg engine training export
-pytest -m "not gpu" -n 2 --durations=15
+pytest -m "not gpu" -n 2 --dist loadgroup --durations=15
