@@ -65,6 +65,48 @@ def test_augmentation_is_seeded_and_keeps_labels_valid() -> None:
     assert set(np.unique(first[1])) <= {0, 1} and first[0].dtype == np.float32
 
 
+def _kernel_only(**probs: float) -> AugmentationConfig:
+    """Every other augmentation off, so a patch changes by the kernel step alone."""
+    return AugmentationConfig(flip_prob=0.0, rotate_prob=0.0, scale_prob=0.0, noise_prob=0.0, gamma_prob=0.0,
+                              contrast_prob=0.0, **probs)
+
+
+def _edge_patch() -> np.ndarray:
+    """A sharp in-plane step edge, the same on every slice: (channel, z, y, x)."""
+    image = np.zeros((1, 6, 24, 24), dtype=np.float32)
+    image[..., 12:] = 1.0
+    return image
+
+
+def _step_width(image: np.ndarray) -> float:
+    """Largest in-plane jump across the edge: 1.0 for the sharp step, less when blurred, more when sharpened."""
+    return float(np.abs(np.diff(image[0, 3, 12], axis=-1)).max())
+
+
+def test_kernel_steps_are_absent_by_default_so_old_recipes_draw_the_same_numbers() -> None:
+    default = make_augmentation(AugmentationConfig())
+    assert default is not None
+    names = [type(t).__name__ for t in default.transforms]
+    assert "RandGaussianSmoothd" not in names and "RandGaussianSharpend" not in names
+
+
+def test_kernel_blur_softens_and_sharpening_overshoots_in_plane_only() -> None:
+    edge = _edge_patch()
+    blur = make_augmentation(_kernel_only(blur_prob=1.0))
+    sharpen = make_augmentation(_kernel_only(sharpen_prob=1.0, sharpen_alpha=(2.0, 2.0)))
+    assert blur is not None and sharpen is not None
+    blurred = np.asarray(blur({"image": edge.copy(), "label": np.zeros_like(edge)})["image"])
+    sharpened = np.asarray(sharpen({"image": edge.copy(), "label": np.zeros_like(edge)})["image"])
+    assert _step_width(blurred) < 0.9
+    # Unsharp masking overshoots on both sides of an edge: values leave [0, 1].
+    assert sharpened.max() > 1.02 and sharpened.min() < -0.02
+    z_step = np.zeros_like(edge)
+    z_step[:, 3:] = 1.0  # an edge across slices: an in-plane kernel must leave it as sharp as it was
+    for transform in (blur, sharpen):
+        out = np.asarray(transform({"image": z_step.copy(), "label": np.zeros_like(z_step)})["image"])
+        assert np.allclose(out[0, :, 12, 12], z_step[0, :, 12, 12], atol=1e-5)  # away from the in-plane border
+
+
 def test_classes_groups_and_normalisation() -> None:
     labels = np.array([0, 1, 2, 3, 4, 5, 6], dtype=np.uint8)
     assert to_classes(labels, ("background", "infection")).tolist() == [0, 0, 0, 1, 1, 0, 0]

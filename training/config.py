@@ -133,6 +133,12 @@ class AugmentationConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     contrast_prob: float = 0.15
     contrast_range: tuple[float, float] = (0.75, 1.25)
+    # Reconstruction-kernel variety: in-plane Gaussian blur (a softer kernel) and unsharp masking (a sharper
+    # one), sigmas in voxels of the training grid. Off by default, so earlier recipes train as they did.
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    sharpen_prob: float = 0.0
+    sharpen_alpha: tuple[float, float] = (0.5, 2.0)
 
 
 @dataclass

@@ -30,7 +30,7 @@ class PatchSpec:
 
 
 def make_augmentation(aug: AugmentationConfig) -> mt.Compose | None:
-    """Flips, rotation, scaling, elastic deformation, noise, gamma and contrast (MONAI)."""
+    """Flips, rotation, scaling, elastic deformation, noise, gamma, contrast and kernel blur/sharpening (MONAI)."""
     if not aug.enabled:
         return None
     keys = ("image", "label")
@@ -51,7 +51,24 @@ def make_augmentation(aug: AugmentationConfig) -> mt.Compose | None:
         mt.RandScaleIntensityd("image", prob=aug.contrast_prob,
                                factors=(aug.contrast_range[0] - 1.0, aug.contrast_range[1] - 1.0)),
     ]
+    steps += _kernel_steps(aug)
     return mt.Compose(steps)
+
+
+def _kernel_steps(aug: AugmentationConfig) -> list[mt.Transform]:
+    """In-plane blur and sharpening, standing in for softer and sharper reconstruction kernels. Only added
+    when their probability is above 0, so that recipes without them draw the same random numbers as before.
+
+    MONAI's sigma_x is the first spatial axis, which is z here: z is left alone (the kernel acts in-plane)."""
+    steps: list[mt.Transform] = []
+    if aug.blur_prob > 0:
+        steps.append(mt.RandGaussianSmoothd("image", sigma_x=(0.0, 0.0), sigma_y=aug.blur_sigma,
+                                            sigma_z=aug.blur_sigma, prob=aug.blur_prob))
+    if aug.sharpen_prob > 0:
+        steps.append(mt.RandGaussianSharpend("image", sigma1_x=(0.0, 0.0), sigma1_y=(0.25, 0.5),
+                                             sigma1_z=(0.25, 0.5), sigma2_x=0.0, sigma2_y=(0.5, 1.0),
+                                             sigma2_z=(0.5, 1.0), alpha=aug.sharpen_alpha, prob=aug.sharpen_prob))
+    return steps
 
 
 class PatchSampler:
