@@ -103,8 +103,11 @@ def test_kernel_blur_softens_and_sharpening_overshoots_in_plane_only() -> None:
     z_step = np.zeros_like(edge)
     z_step[:, 3:] = 1.0  # an edge across slices: an in-plane kernel must leave it as sharp as it was
     for transform in (blur, sharpen):
-        out = np.asarray(transform({"image": z_step.copy(), "label": np.zeros_like(z_step)})["image"])
-        assert np.allclose(out[0, :, 12, 12], z_step[0, :, 12, 12], atol=1e-5)  # away from the in-plane border
+        for _ in range(20):  # sigma and alpha are random draws: check many of them
+            out = np.asarray(transform({"image": z_step.copy(), "label": np.zeros_like(z_step)})["image"])
+            # Away from the in-plane border. A kernel reaching across slices would put ~0.5 at the step;
+            # 1e-3 allows for the float32 normalisation of a truncated Gaussian (seen: 1.00009).
+            assert np.allclose(out[0, :, 12, 12], z_step[0, :, 12, 12], atol=1e-3)
 
 
 def test_classes_groups_and_normalisation() -> None:
